@@ -1,0 +1,202 @@
+import { readdir, readFile } from "node:fs/promises";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import type { z } from "zod";
+import { ConfigError, errorMessage } from "../shared/errors.js";
+import { deviceConfigSchema, type DeviceDefinition } from "./device.js";
+import { describeIssues } from "./issues.js";
+import { paramsSchema } from "./params.js";
+import { scenarioConfigSchema, type ScenarioDefinition } from "./scenario.js";
+import { logLevelSchema, systemConfigSchema, type SystemConfig } from "./system.js";
+
+export interface AppConfig {
+  /** Absolute path of the configuration directory. */
+  configDir: string;
+  system: SystemConfig;
+  devices: readonly DeviceDefinition[];
+  scenarios: readonly ScenarioDefinition[];
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface LoadConfigOptions {
+  /** Defaults to `CONFIG_DIR` or `config`, relative to `cwd`. */
+  configDir?: string;
+  env?: Env;
+  cwd?: string;
+}
+
+/**
+ * Reads and validates every configuration file, then applies environment overrides.
+ * All problems are collected and reported together, each naming its file and field.
+ * This is the only module that reads `process.env` (through the `env` argument).
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppConfig> {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const configDir = resolve(cwd, options.configDir ?? env.CONFIG_DIR ?? "config");
+  const problems: string[] = [];
+  const display = (file: string) => relative(cwd, file) || file;
+
+  const systemFile = join(configDir, "system.json");
+  const rawSystem = await readJson(systemFile, display(systemFile), problems, { optional: true });
+  const system = parse(systemConfigSchema, rawSystem ?? {}, display(systemFile), problems);
+
+  const devices: DeviceDefinition[] = [];
+  for (const file of await jsonFiles(join(configDir, "devices"), problems, display)) {
+    const raw = await readJson(file, display(file), problems);
+    if (raw === undefined) continue;
+    const device = parse(deviceConfigSchema, raw, display(file), problems);
+    if (device) devices.push({ ...device, file: display(file) });
+  }
+
+  const scenarios: ScenarioDefinition[] = [];
+  for (const file of await jsonFiles(join(configDir, "scenarios"), problems, display)) {
+    const raw = await readJson(file, display(file), problems);
+    if (raw === undefined) continue;
+    const scenario = parse(scenarioConfigSchema, raw, display(file), problems);
+    if (scenario) scenarios.push({ ...scenario, file: display(file) });
+  }
+
+  problems.push(...checkUniqueIds(devices, "device_id", (d) => d.device_id));
+  problems.push(...checkUniqueIds(scenarios, "scenario_id", (s) => s.scenario_id));
+  problems.push(...checkScenarioReferences(scenarios, devices));
+
+  const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
+  if (problems.length > 0 || !overridden) throw new ConfigError(problems);
+
+  overridden.persistence.db_path = isAbsolute(overridden.persistence.db_path)
+    ? overridden.persistence.db_path
+    : resolve(cwd, overridden.persistence.db_path);
+
+  return deepFreeze({ configDir, system: overridden, devices, scenarios });
+}
+
+function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): SystemConfig {
+  const out = structuredClone(system);
+  if (env.STATE_PATH) out.persistence.db_path = env.STATE_PATH;
+  if (env.MQTT_URL) {
+    if (!/^mqtts?:\/\/[^\s]+$/.test(env.MQTT_URL)) {
+      problems.push("MQTT_URL: expected mqtt://host:port or mqtts://host:port");
+    }
+    // An explicit broker means the embedded one is not wanted.
+    out.mqtt.url = env.MQTT_URL;
+    out.mqtt.embedded.enabled = false;
+  }
+  if (env.HTTP_HOST) out.http.host = env.HTTP_HOST;
+  if (env.HTTP_PORT !== undefined && env.HTTP_PORT !== "") {
+    const port = Number(env.HTTP_PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      problems.push(`HTTP_PORT: expected an integer from 0 to 65535, got "${env.HTTP_PORT}"`);
+    } else {
+      out.http.port = port;
+    }
+  }
+  if (env.LOG_LEVEL) {
+    const level = logLevelSchema.safeParse(env.LOG_LEVEL);
+    if (level.success) out.logging.level = level.data;
+    else problems.push(`LOG_LEVEL: expected one of ${logLevelSchema.options.join(", ")}, got "${env.LOG_LEVEL}"`);
+  }
+  return out;
+}
+
+function checkUniqueIds<T extends { file: string }>(items: T[], field: string, id: (item: T) => string): string[] {
+  const seen = new Map<string, string>();
+  const problems: string[] = [];
+  for (const item of items) {
+    const first = seen.get(id(item));
+    if (first) problems.push(`${item.file}: ${field}: "${id(item)}" is already defined in ${first}`);
+    else seen.set(id(item), item.file);
+  }
+  return problems;
+}
+
+function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: DeviceDefinition[]): string[] {
+  const byId = new Map(devices.map((d) => [d.device_id, d]));
+  const problems: string[] = [];
+  for (const scenario of scenarios) {
+    const where = scenario.file;
+    scenario.devices.forEach((id, i) => {
+      if (!byId.has(id)) problems.push(`${where}: devices[${i}]: unknown device "${id}"`);
+    });
+    for (const [role, id] of Object.entries(scenario.roles)) {
+      if (!scenario.devices.includes(id)) {
+        problems.push(`${where}: roles.${role}: device "${id}" is not in this scenario's devices`);
+      }
+    }
+    for (const list of ["startup", "shutdown"] as const) {
+      scenario[list].forEach((step, i) => {
+        const at = `${where}: ${list}[${i}]`;
+        const device = byId.get(step.device);
+        if (!device) {
+          problems.push(`${at}.device: unknown device "${step.device}"`);
+          return;
+        }
+        if (!scenario.devices.includes(step.device)) {
+          problems.push(`${at}.device: "${step.device}" is not in this scenario's devices`);
+        }
+        const command = device.commands[step.action];
+        if (!command) {
+          const known = Object.keys(device.commands).join(", ") || "none";
+          problems.push(`${at}.action: device "${step.device}" has no command "${step.action}" (known: ${known})`);
+          return;
+        }
+        const params = paramsSchema(command.params).safeParse(step.params ?? {});
+        if (!params.success) {
+          problems.push(...describeIssues(where, params.error.issues, [list, i, "params"]));
+        }
+      });
+    }
+  }
+  return problems;
+}
+
+async function jsonFiles(dir: string, problems: string[], display: (f: string) => string): Promise<string[]> {
+  try {
+    const names = await readdir(dir);
+    return names
+      .filter((n) => n.endsWith(".json"))
+      .sort()
+      .map((n) => join(dir, n));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    problems.push(`${display(dir)}: cannot read directory: ${errorMessage(err)}`);
+    return [];
+  }
+}
+
+async function readJson(
+  file: string,
+  shown: string,
+  problems: string[],
+  options: { optional?: boolean } = {},
+): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if (options.optional && (err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    problems.push(`${shown}: cannot read: ${errorMessage(err)}`);
+    return undefined;
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    problems.push(`${shown}: invalid JSON: ${errorMessage(err)}`);
+    return undefined;
+  }
+}
+
+function parse<T>(schema: z.ZodType<T>, raw: unknown, shown: string, problems: string[]): T | undefined {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  problems.push(...describeIssues(shown, result.error.issues));
+  return undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}

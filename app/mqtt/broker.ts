@@ -1,0 +1,62 @@
+import { createServer, type Server, type Socket } from "node:net";
+import { Aedes } from "aedes";
+import type { Logger } from "pino";
+
+export interface EmbeddedBroker {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts an in-process aedes broker on TCP. TCP_NODELAY on every accepted socket:
+ * without it Nagle's algorithm meets the client's delayed ACK and a QoS 1 round trip
+ * takes tens of milliseconds instead of a fraction of one.
+ */
+export async function startEmbeddedBroker(options: { host: string; port: number; log: Logger }): Promise<EmbeddedBroker> {
+  const log = options.log;
+  const broker = await Aedes.createBroker();
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    broker.handle(socket);
+  });
+  broker.on("clientError", (client, err) => log.debug({ clientId: client.id, err: err.message }, "mqtt client error"));
+  broker.on("connectionError", (_client, err) => log.debug({ err: err.message }, "mqtt connection error"));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  }).catch((err: unknown) => {
+    broker.close();
+    throw new Error(`embedded MQTT broker cannot listen on ${options.host}:${options.port}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  });
+
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  log.info({ host: options.host, port }, "embedded MQTT broker listening");
+
+  let closed: Promise<void> | null = null;
+  return {
+    host: options.host,
+    port,
+    url: `mqtt://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`,
+    close() {
+      closed ??= (async () => {
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await new Promise<void>((resolve) => broker.close(() => resolve()));
+        for (const socket of sockets) socket.destroy();
+        await serverClosed;
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,241 @@
+import { connect as netConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import { MqttClient, type IClientOptions } from "mqtt";
+import type { Logger } from "pino";
+import { errorMessage } from "../shared/errors.js";
+import { assertPublishableTopic, topicMatches } from "./topics.js";
+
+export interface InboundMessage {
+  topic: string;
+  payload: Buffer;
+  /** True when the broker delivered a stored retained message rather than a live one. */
+  retain: boolean;
+}
+
+export type MessageHandler = (message: InboundMessage) => void;
+
+export interface PublishOptions {
+  retain?: boolean;
+  qos?: 0 | 1;
+}
+
+export interface MqttGatewayOptions {
+  url: string;
+  clientId: string;
+  username?: string;
+  password?: string;
+  keepaliveS?: number;
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** Published by the broker if the bridge disappears without a clean disconnect. */
+  will?: { topic: string; payload: string; retain: boolean };
+  log: Logger;
+}
+
+export class MqttNotConnectedError extends Error {
+  constructor(topic: string) {
+    super(`MQTT broker is not connected; cannot publish to ${topic}`);
+    this.name = "MqttNotConnectedError";
+  }
+}
+
+/**
+ * The bridge's only MQTT client. Owns the mqtt.js client, sets TCP_NODELAY on its
+ * socket, reconnects forever with capped exponential backoff, resubscribes every
+ * filter after each connect and then runs the connect hooks (which republish retained
+ * state, so a broker restart without persistence loses nothing).
+ */
+export class MqttGateway {
+  private client: MqttClient | null = null;
+  private readonly handlers = new Map<string, Set<MessageHandler>>();
+  private readonly connectHooks = new Set<() => void | Promise<void>>();
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectDelay: number;
+  private stopping = false;
+  private connections = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly options: MqttGatewayOptions) {
+    this.log = options.log;
+    this.reconnectDelay = options.reconnectMinMs ?? 500;
+  }
+
+  get connected(): boolean {
+    return this.client?.connected ?? false;
+  }
+
+  /** How many times a connection was established (1 after the first connect). */
+  get connectCount(): number {
+    return this.connections;
+  }
+
+  /**
+   * Connects. Resolves on the first successful connect, or after `waitMs` with the
+   * client still retrying in the background: the bridge serves HTTP and keeps state
+   * while the broker is away, and republishes everything once it is back.
+   */
+  async start(waitMs = 10_000): Promise<void> {
+    if (this.client) return;
+    this.stopping = false;
+    const url = new URL(this.options.url);
+    const secure = url.protocol === "mqtts:";
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const port = Number(url.port || (secure ? 8883 : 1883));
+    const clientOptions: IClientOptions = {
+      clientId: this.options.clientId,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: this.options.keepaliveS ?? 30,
+      // Reconnection is ours (capped backoff); mqtt.js would retry at a fixed period.
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      resubscribe: false,
+      queueQoSZero: false,
+      username: this.options.username ?? (url.username ? decodeURIComponent(url.username) : undefined),
+      password: this.options.password ?? (url.password ? decodeURIComponent(url.password) : undefined),
+      will: this.options.will ? { ...this.options.will, qos: 1 } : undefined,
+    };
+    const streamBuilder = () => {
+      const socket = secure ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
+      socket.setNoDelay(true);
+      return socket;
+    };
+    const client = new MqttClient(streamBuilder, clientOptions);
+    this.client = client;
+
+    const firstConnect = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn({ url: redactUrl(this.options.url) }, "MQTT broker not reachable yet; continuing and retrying");
+        resolve();
+      }, waitMs);
+      client.once("connect", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+
+    client.on("connect", () => void this.handleConnect());
+    client.on("message", (topic, payload, packet) => this.dispatch({ topic, payload, retain: packet.retain }));
+    client.on("error", (err) => this.log.warn({ err: errorMessage(err) }, "MQTT client error"));
+    client.on("close", () => this.scheduleReconnect());
+    await firstConnect;
+  }
+
+  /** Disconnects cleanly (the will is not sent). Idempotent. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const client = this.client;
+    this.client = null;
+    if (!client) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => client.end(true, {}, () => resolve()), 2000);
+      client.end(false, {}, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves when the broker acknowledged (QoS 1) or the packet was written (QoS 0). */
+  publish(topic: string, payload: string | Buffer, options: PublishOptions = {}): Promise<void> {
+    assertPublishableTopic(topic);
+    const client = this.client;
+    if (!client?.connected) return Promise.reject(new MqttNotConnectedError(topic));
+    return new Promise((resolve, reject) => {
+      client.publish(topic, payload, { qos: options.qos ?? 1, retain: options.retain ?? false }, (err) => {
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+  }
+
+  /** Registers a handler; the filter is (re)subscribed on every connect. Returns an unsubscribe. */
+  async subscribe(filter: string, handler: MessageHandler): Promise<() => Promise<void>> {
+    let set = this.handlers.get(filter);
+    const isNew = !set;
+    if (!set) {
+      set = new Set();
+      this.handlers.set(filter, set);
+    }
+    set.add(handler);
+    if (isNew && this.client?.connected) await this.subscribeFilters([filter]);
+    return async () => {
+      const current = this.handlers.get(filter);
+      if (!current) return;
+      current.delete(handler);
+      if (current.size === 0) {
+        this.handlers.delete(filter);
+        if (this.client?.connected) await this.client.unsubscribeAsync(filter);
+      }
+    };
+  }
+
+  /** Runs after every connect, once subscriptions are in place. Returns a remover. */
+  onConnect(hook: () => void | Promise<void>): () => void {
+    this.connectHooks.add(hook);
+    return () => this.connectHooks.delete(hook);
+  }
+
+  private async handleConnect(): Promise<void> {
+    this.connections += 1;
+    this.reconnectDelay = this.options.reconnectMinMs ?? 500;
+    this.log.info({ url: redactUrl(this.options.url), connects: this.connections }, "MQTT connected");
+    try {
+      await this.subscribeFilters([...this.handlers.keys()]);
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, "MQTT resubscribe failed");
+    }
+    for (const hook of this.connectHooks) {
+      try {
+        await hook();
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, "MQTT connect hook failed");
+      }
+    }
+  }
+
+  private async subscribeFilters(filters: string[]): Promise<void> {
+    if (!this.client || filters.length === 0) return;
+    await this.client.subscribeAsync(filters.map((f) => f), { qos: 1 });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopping || !this.client || this.reconnectTimer) return;
+    const delay = this.reconnectDelay;
+    this.reconnectDelay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 30_000);
+    this.log.info({ delayMs: delay }, "MQTT disconnected; reconnecting");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.stopping) this.client?.reconnect();
+    }, delay);
+  }
+
+  private dispatch(message: InboundMessage): void {
+    for (const [filter, set] of this.handlers) {
+      if (!topicMatches(filter, message.topic)) continue;
+      for (const handler of set) {
+        try {
+          handler(message);
+        } catch (err) {
+          this.log.error({ err: errorMessage(err), topic: message.topic }, "MQTT message handler failed");
+        }
+      }
+    }
+  }
+}
+
+/** Logs must never carry credentials embedded in a broker URL. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = u.username ? "***" : "";
+      u.password = u.password ? "***" : "";
+    }
+    return u.toString();
+  } catch {
+    return "<invalid url>";
+  }
+}
