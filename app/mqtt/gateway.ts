@@ -54,10 +54,22 @@ export class MqttGateway {
   private stopping = false;
   private connections = 0;
   private readonly log: Logger;
+  private brokerUrl: string;
 
   constructor(private readonly options: MqttGatewayOptions) {
     this.log = options.log;
+    this.brokerUrl = options.url;
     this.reconnectDelay = options.reconnectMinMs ?? 500;
+  }
+
+  get url(): string {
+    return this.brokerUrl;
+  }
+
+  /** Only before start(): the embedded broker's address is known once it listens. */
+  setUrl(url: string): void {
+    if (this.client) throw new Error("cannot change the broker URL of a started MQTT gateway");
+    this.brokerUrl = url;
   }
 
   get connected(): boolean {
@@ -77,7 +89,7 @@ export class MqttGateway {
   async start(waitMs = 10_000): Promise<void> {
     if (this.client) return;
     this.stopping = false;
-    const url = new URL(this.options.url);
+    const url = new URL(this.brokerUrl);
     const secure = url.protocol === "mqtts:";
     const host = url.hostname.replace(/^\[|\]$/g, "");
     const port = Number(url.port || (secure ? 8883 : 1883));
@@ -105,7 +117,7 @@ export class MqttGateway {
 
     const firstConnect = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        this.log.warn({ url: redactUrl(this.options.url) }, "MQTT broker not reachable yet; continuing and retrying");
+        this.log.warn({ url: redactUrl(this.brokerUrl) }, "MQTT broker not reachable yet; continuing and retrying");
         resolve();
       }, waitMs);
       client.once("connect", () => {
@@ -181,7 +193,7 @@ export class MqttGateway {
   private async handleConnect(): Promise<void> {
     this.connections += 1;
     this.reconnectDelay = this.options.reconnectMinMs ?? 500;
-    this.log.info({ url: redactUrl(this.options.url), connects: this.connections }, "MQTT connected");
+    this.log.info({ url: redactUrl(this.brokerUrl), connects: this.connections }, "MQTT connected");
     try {
       await this.subscribeFilters([...this.handlers.keys()]);
     } catch (err) {

@@ -1,12 +1,17 @@
 import type { Logger } from "pino";
 
+/** The emitting side only: what a producer of events needs. */
+export interface EventSink<Events> {
+  emit<K extends keyof Events>(event: K, payload: Events[K]): void;
+}
+
 type Listener<P> = (payload: P) => void | Promise<void>;
 
 /**
  * Typed event bus. A listener's failure (thrown or rejected) is logged and never
  * reaches the emitter: a broken SSE client or metric must not fail a device action.
  */
-export class EventBus<Events extends Record<string, unknown>> {
+export class EventBus<Events extends Record<string, unknown>> implements EventSink<Events> {
   private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
 
   constructor(private readonly log: Logger) {}

@@ -1,0 +1,71 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { Bridge } from "../lifespan.js";
+import { redactUrl } from "../mqtt/gateway.js";
+
+const healthSchema = z.object({
+  status: z.enum(["ok", "starting", "degraded", "stopping", "failed"]),
+  version: z.string(),
+  uptime_s: z.number(),
+  phase: z.string(),
+  store: z.object({ open: z.boolean(), path: z.string() }),
+  mqtt: z.object({ connected: z.boolean(), url: z.string(), connects: z.number(), embedded: z.boolean() }),
+  devices: z.number(),
+  scenario: z.string().nullable(),
+});
+
+const readySchema = z.object({ ready: z.boolean(), reasons: z.array(z.string()) });
+
+function readiness(bridge: Bridge): string[] {
+  const reasons: string[] = [];
+  if (bridge.phase !== "ready") reasons.push(`bridge is ${bridge.phase}`);
+  if (!bridge.isStoreOpen) reasons.push("state store is not open");
+  if (!bridge.mqtt.connected) reasons.push("MQTT broker is not connected");
+  return reasons;
+}
+
+function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
+  switch (bridge.phase) {
+    case "ready":
+      return readiness(bridge).length === 0 ? "ok" : "degraded";
+    case "failed":
+      return "failed";
+    case "stopping":
+    case "stopped":
+      return "stopping";
+    default:
+      return "starting";
+  }
+}
+
+export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get("/health", { schema: { response: { 200: healthSchema } } }, async () => {
+      const phase = bridge.phase;
+      return {
+        status: healthStatus(bridge),
+        version: bridge.version,
+        uptime_s: Math.round((Date.now() - bridge.startedAt) / 1000),
+        phase,
+        store: { open: bridge.isStoreOpen, path: bridge.config.system.persistence.db_path },
+        mqtt: {
+          connected: bridge.mqtt.connected,
+          url: redactUrl(bridge.mqtt.url),
+          connects: bridge.mqtt.connectCount,
+          embedded: bridge.embeddedBroker !== null,
+        },
+        devices: bridge.devices.list().length,
+        scenario: bridge.scenarios.state()?.scenario_id ?? null,
+      };
+    });
+
+    app.get("/health/live", { schema: { response: { 200: z.object({ live: z.literal(true) }) } } }, async () => ({
+      live: true as const,
+    }));
+
+    app.get("/health/ready", { schema: { response: { 200: readySchema, 503: readySchema } } }, async (_request, reply) => {
+      const reasons = readiness(bridge);
+      return reply.status(reasons.length === 0 ? 200 : 503).send({ ready: reasons.length === 0, reasons });
+    });
+  };
+}

@@ -1,0 +1,185 @@
+import type { Logger } from "pino";
+import type { AppConfig, Env } from "./config/loader.js";
+import type { DriverFactory } from "./devices/driver.js";
+import { DriverRegistry } from "./devices/driver.js";
+import { simulatedDriverFactory } from "./devices/drivers/simulated.js";
+import { DeviceManager, type DeviceEvents } from "./devices/manager.js";
+import { BridgeDevice, bridgeWill } from "./mqtt/bridge-device.js";
+import { startEmbeddedBroker, type EmbeddedBroker } from "./mqtt/broker.js";
+import { MqttGateway, redactUrl } from "./mqtt/gateway.js";
+import { ScenarioManager, type ScenarioEvents } from "./scenarios/manager.js";
+import { ConfigError, errorMessage } from "./shared/errors.js";
+import { EventBus } from "./shared/event-bus.js";
+import type { Sleep } from "./shared/sleep.js";
+import { StateService } from "./state/service.js";
+import { SQLiteStateStore } from "./state/sqlite-store.js";
+import type { StateStore } from "./state/store.js";
+
+export type BridgeEvents = DeviceEvents & ScenarioEvents;
+
+export type Phase = "created" | "starting" | "ready" | "stopping" | "stopped" | "failed";
+
+export interface BridgeOverrides {
+  /** Replaces the SQLite store (unit tests of other layers use MemoryStateStore). */
+  store?: StateStore;
+  /** Extra driver factories, added to the built-in ones. */
+  drivers?: readonly DriverFactory[];
+  sleep?: Sleep;
+  /** Credentials are read from here by the names the config gives; defaults to process.env. */
+  env?: Env;
+  /** How long start waits for the first broker connection before going on without it. */
+  mqttConnectWaitMs?: number;
+}
+
+export const builtinDrivers: readonly DriverFactory[] = [simulatedDriverFactory];
+
+/**
+ * Every long-lived part of the bridge and the one place that orders their start and
+ * stop (DESIGN §1). Constructing it does no I/O.
+ */
+export class Bridge {
+  readonly store: StateStore;
+  readonly state: StateService;
+  readonly bus: EventBus<BridgeEvents>;
+  readonly mqtt: MqttGateway;
+  readonly devices: DeviceManager;
+  readonly scenarios: ScenarioManager;
+  readonly bridgeDevice: BridgeDevice;
+  readonly startedAt = Date.now();
+  private broker: EmbeddedBroker | null = null;
+  private storeOpen = false;
+  private currentPhase: Phase = "created";
+  private readonly log: Logger;
+
+  constructor(
+    readonly config: AppConfig,
+    log: Logger,
+    readonly version: string,
+    private readonly overrides: BridgeOverrides = {},
+  ) {
+    this.log = log.child({ module: "lifespan" });
+    const registry = new DriverRegistry([...builtinDrivers, ...(overrides.drivers ?? [])]);
+    const problems = registry.validate(config.devices);
+    if (problems.length > 0) throw new ConfigError(problems);
+
+    const { system } = config;
+    this.store =
+      overrides.store ??
+      new SQLiteStateStore({
+        path: system.persistence.db_path,
+        synchronous: system.persistence.synchronous,
+        busyTimeoutMs: system.persistence.busy_timeout_ms,
+        log: log.child({ module: "store" }),
+      });
+    this.state = new StateService(this.store, log.child({ module: "state" }), {
+      maxValueBytes: system.persistence.max_value_bytes,
+    });
+    this.bus = new EventBus<BridgeEvents>(log.child({ module: "events" }));
+    const env = overrides.env ?? process.env;
+    const mqttConfig = system.mqtt;
+    this.mqtt = new MqttGateway({
+      // The real URL is known once the embedded broker listens; start() fills it in.
+      url: mqttConfig.url ?? "mqtt://127.0.0.1:1883",
+      clientId: mqttConfig.client_id,
+      username: mqttConfig.username_env ? env[mqttConfig.username_env] : undefined,
+      password: mqttConfig.password_env ? env[mqttConfig.password_env] : undefined,
+      keepaliveS: mqttConfig.keepalive_s,
+      reconnectMinMs: mqttConfig.reconnect_min_ms,
+      reconnectMaxMs: mqttConfig.reconnect_max_ms,
+      will: bridgeWill,
+      log: log.child({ module: "mqtt" }),
+    });
+    this.devices = new DeviceManager({
+      devices: config.devices,
+      drivers: registry,
+      state: this.state,
+      mqtt: this.mqtt,
+      bus: this.bus,
+      log,
+    });
+    this.scenarios = new ScenarioManager({
+      scenarios: config.scenarios,
+      devices: this.devices,
+      state: this.state,
+      bus: this.bus,
+      log,
+      sleep: overrides.sleep,
+    });
+    this.bridgeDevice = new BridgeDevice(this.mqtt, version, log.child({ module: "bridge-device" }));
+  }
+
+  get phase(): Phase {
+    return this.currentPhase;
+  }
+
+  get isStoreOpen(): boolean {
+    return this.storeOpen;
+  }
+
+  get embeddedBroker(): EmbeddedBroker | null {
+    return this.broker;
+  }
+
+  /** store -> embedded broker -> MQTT -> devices (restore) -> scenarios (restore) -> ready. */
+  async start(): Promise<void> {
+    this.currentPhase = "starting";
+    try {
+      await this.store.initialize();
+      this.storeOpen = true;
+      this.log.info({ db: this.config.system.persistence.db_path }, "state store open");
+
+      const embedded = this.config.system.mqtt.embedded;
+      if (embedded.enabled) {
+        this.broker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port, log: this.log });
+        this.mqtt.setUrl(this.broker.url);
+      }
+      this.log.info({ url: redactUrl(this.mqtt.url) }, "connecting to MQTT broker");
+      await this.mqtt.start(this.overrides.mqttConnectWaitMs);
+      await this.bridgeDevice.start();
+
+      await this.devices.initialize();
+      await this.scenarios.initialize();
+      await this.bridgeDevice.setReady(true);
+      this.currentPhase = "ready";
+      this.log.info("bridge ready");
+    } catch (err) {
+      this.currentPhase = "failed";
+      this.log.error({ err: errorMessage(err) }, "start failed");
+      await this.stop();
+      this.currentPhase = "failed";
+      throw err;
+    }
+  }
+
+  /**
+   * Stop accepting -> scenarios and devices finish in-flight work -> WB offline ->
+   * MQTT disconnect -> store flushed and closed -> embedded broker closed.
+   * Each part's failure is logged and the rest still stop.
+   */
+  async stop(): Promise<void> {
+    if (this.currentPhase === "stopped" || this.currentPhase === "stopping") return;
+    this.currentPhase = "stopping";
+    const step = async (name: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error({ err: errorMessage(err), part: name }, "shutdown step failed");
+      }
+    };
+    await step("scenarios", () => this.scenarios.shutdown());
+    await step("devices", () => this.devices.shutdown());
+    await step("bridge-device", () => this.bridgeDevice.stop());
+    await step("mqtt", () => this.mqtt.stop());
+    if (this.storeOpen) {
+      await step("store", () => this.store.close());
+      this.storeOpen = false;
+    }
+    if (this.broker) {
+      const broker = this.broker;
+      this.broker = null;
+      await step("broker", () => broker.close());
+    }
+    this.currentPhase = "stopped";
+    this.log.info("bridge stopped");
+  }
+}

@@ -1,0 +1,53 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import type { AppConfig } from "./config/loader.js";
+import { devicesRoutes } from "./http/devices.js";
+import { registerErrorHandlers } from "./http/errors.js";
+import { scenariosRoutes } from "./http/scenarios.js";
+import { systemRoutes } from "./http/system.js";
+import { Bridge, type BridgeOverrides } from "./lifespan.js";
+import { createLogger, type Logger } from "./observability/logger.js";
+import { readVersion } from "./version.js";
+
+declare module "fastify" {
+  interface FastifyInstance {
+    bridge: Bridge;
+  }
+}
+
+export interface BuildAppOverrides extends BridgeOverrides {
+  logger?: Logger;
+}
+
+/**
+ * The whole bridge as a Fastify instance that has not listened yet: tests drive it
+ * with `inject()` or `listen({ port: 0 })`. `ready()` starts every part (onReady);
+ * `close()` stops them in order (onClose), after in-flight requests finished.
+ */
+export async function buildApp(config: AppConfig, overrides: BuildAppOverrides = {}): Promise<FastifyInstance> {
+  const logger = overrides.logger ?? createLogger(config.system.logging.level);
+  const bridge = new Bridge(config, logger, readVersion(), overrides);
+
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; the cast only keeps the app's default generics.
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: 256 * 1024,
+    return503OnClosing: true,
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorate("bridge", bridge);
+  registerErrorHandlers(app);
+
+  app.addHook("onReady", async () => {
+    await bridge.start();
+  });
+  app.addHook("onClose", async () => {
+    await bridge.stop();
+  });
+
+  await app.register(systemRoutes(bridge));
+  await app.register(devicesRoutes(bridge));
+  await app.register(scenariosRoutes(bridge));
+  return app;
+}
