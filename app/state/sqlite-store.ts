@@ -55,6 +55,8 @@ export class SQLiteStateStore implements StateStore {
   private pending: PendingWrite[] = [];
   private committing: Promise<void> | null = null;
   private closing = false;
+  private commits = 0;
+  private committedWrites = 0;
   private readonly synchronous: SynchronousMode;
   private readonly busyTimeoutMs: number;
   private readonly now: () => number;
@@ -67,6 +69,11 @@ export class SQLiteStateStore implements StateStore {
 
   get path(): string {
     return this.options.path;
+  }
+
+  /** Transactions committed and writes they carried: their ratio is the group-commit batch size. */
+  get stats(): { commits: number; writes: number } {
+    return { commits: this.commits, writes: this.committedWrites };
   }
 
   async initialize(): Promise<void> {
@@ -195,6 +202,8 @@ export class SQLiteStateStore implements StateStore {
         this.pending = [];
         try {
           await this.commitBatch(batch);
+          this.commits += 1;
+          this.committedWrites += batch.length;
           for (const write of batch) write.resolve();
         } catch (err) {
           const keys = [...new Set(batch.map((w) => w.key))];

@@ -120,7 +120,7 @@ export const simulatedDriverFactory: DriverFactory = {
       const wanted = COMMANDS[name];
       const first = command.params[0];
       if (wanted && (!first || !wanted.includes(first.type))) {
-        problems.push(`${device.file}: commands.${name}.params[0].type: expected a ${wanted.join(" or ")} param`);
+        problems.push(`${device.file}: commands.${name}.params[0].type: expected a first param of type ${wanted.join(" or ")}`);
       }
     }
     return problems;

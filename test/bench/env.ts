@@ -1,0 +1,43 @@
+import { cpus } from "node:os";
+
+export interface BenchSettings {
+  clients: number;
+  measureMs: number;
+  warmupMs: number;
+  fsyncMs: number;
+  groupCommitRows: number;
+  restoreDevices: number;
+  opTimeoutMs: number;
+}
+
+function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > max) {
+    throw new Error(`${name}: expected a number in (0, ${max}], got "${raw}"`);
+  }
+  return value;
+}
+
+/** The bridge bench gives each client its own devices, so clients cannot outnumber devices. */
+export const BENCH_DEVICES = 100;
+
+export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSettings {
+  const clients = Math.floor(positiveNumber(env, "BENCH_CLIENTS", 8, BENCH_DEVICES));
+  const seconds = positiveNumber(env, "BENCH_SECONDS", 5, 600);
+  return {
+    clients,
+    measureMs: seconds * 1000,
+    warmupMs: Math.min(1000, seconds * 200),
+    fsyncMs: 2000,
+    groupCommitRows: 20_000,
+    restoreDevices: 10_000,
+    opTimeoutMs: 5000,
+  };
+}
+
+export function describeHost(): string {
+  const cpu = cpus();
+  return `node ${process.version}, ${cpu.length} CPU(s) ${cpu[0]?.model ?? "unknown"}`;
+}

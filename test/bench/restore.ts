@@ -1,0 +1,80 @@
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import type { FastifyInstance } from "fastify";
+import { createLogger } from "../../app/observability/logger.js";
+import { buildApp } from "../../app/server.js";
+import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
+import { benchDeviceId, writeBenchConfig } from "./fixture.js";
+
+export interface RestoreResult {
+  devices: number;
+  seedMs: number;
+  loadConfigMs: number;
+  readyMs: number;
+  restoredVolumeOk: boolean;
+  closeMs: number;
+  listMs: number;
+  listedEntries: number;
+}
+
+/** Same record shape DeviceManager writes for a simulated device (app/devices/record.ts). */
+const record = (i: number) => ({
+  driver: "simulated",
+  version: 1,
+  state: { power: false, volume: 20 + (i % 50), muted: false, input: "hdmi1" },
+});
+
+/**
+ * Start-up cost with a full database: seed N device rows, then time app.ready() of a
+ * bridge configured with those N devices, and the bare prefix listing it is built on.
+ * Volumes differ from the default (20) so a restore that silently fell back is caught.
+ */
+export async function benchRestore(root: string, devices: number): Promise<RestoreResult> {
+  const dbPath = join(root, "restore", "state.db");
+  const width = 5;
+
+  const seedStart = performance.now();
+  const seeder = new SQLiteStateStore({ path: dbPath, synchronous: "full" });
+  await seeder.initialize();
+  try {
+    await Promise.all(Array.from({ length: devices }, (_, i) => seeder.set(`device:${benchDeviceId(i, width)}`, record(i))));
+  } finally {
+    await seeder.close();
+  }
+  const seedMs = performance.now() - seedStart;
+
+  const loadStart = performance.now();
+  const config = await writeBenchConfig({ configDir: join(root, "restore", "config"), dbPath, devices, idWidth: width });
+  const loadConfigMs = performance.now() - loadStart;
+
+  let app: FastifyInstance | null = null;
+  let readyMs: number;
+  let closeMs: number;
+  let restoredVolumeOk: boolean;
+  try {
+    app = await buildApp(config, { logger: createLogger("silent") });
+    const readyStart = performance.now();
+    await app.ready();
+    readyMs = performance.now() - readyStart;
+    const probe = devices - 1;
+    restoredVolumeOk = app.bridge.devices.getState(benchDeviceId(probe, width)).state.volume === record(probe).state.volume;
+  } finally {
+    const closeStart = performance.now();
+    await app?.close();
+    closeMs = performance.now() - closeStart;
+  }
+
+  const reader = new SQLiteStateStore({ path: dbPath, synchronous: "full" });
+  await reader.initialize();
+  let listMs: number;
+  let listedEntries: number;
+  try {
+    const listStart = performance.now();
+    listedEntries = (await reader.list("device:")).length;
+    listMs = performance.now() - listStart;
+  } finally {
+    await reader.close();
+  }
+
+  return { devices, seedMs, loadConfigMs, readyMs, restoredVolumeOk, closeMs, listMs, listedEntries };
+}

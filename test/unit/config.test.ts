@@ -1,0 +1,180 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { loadConfig } from "../../app/config/loader.js";
+import { DriverRegistry } from "../../app/devices/driver.js";
+import { simulatedDriverFactory } from "../../app/devices/drivers/simulated.js";
+import { ConfigError } from "../../app/shared/errors.js";
+import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
+
+async function problemsOf(promise: Promise<unknown>): Promise<string[]> {
+  const err = await promise.then(() => null, (e: unknown) => e);
+  expect(err).toBeInstanceOf(ConfigError);
+  return (err as ConfigError).problems;
+}
+
+describe("loadConfig", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await dir.remove();
+  });
+
+  it("applies defaults: data/state_store.db under the working directory, full sync, loopback HTTP", async () => {
+    const configDir = await writeConfigDir(dir.path, { devices: [simulatedDevice("tv")] });
+    const config = await loadConfig({ configDir, env: {}, cwd: dir.path });
+    expect(config.system.persistence.db_path).toBe(join(dir.path, "data/state_store.db"));
+    expect(config.system.persistence.synchronous).toBe("full");
+    expect(config.system.http.host).toBe("127.0.0.1");
+    expect(config.system.mqtt.embedded.enabled).toBe(false);
+    expect(config.devices.map((d) => d.device_id)).toEqual(["tv"]);
+    expect(Object.isFrozen(config.system.persistence)).toBe(true);
+  });
+
+  it("applies every environment override", async () => {
+    const configDir = await writeConfigDir(dir.path, {
+      system: { mqtt: { embedded: { enabled: true, port: 0 } } },
+      devices: [simulatedDevice("tv")],
+    });
+    const config = await loadConfig({
+      env: {
+        CONFIG_DIR: configDir,
+        STATE_PATH: "/tmp/elsewhere/state.db",
+        MQTT_URL: "mqtt://10.0.0.5:1883",
+        HTTP_HOST: "0.0.0.0",
+        HTTP_PORT: "9001",
+        LOG_LEVEL: "debug",
+      },
+      cwd: "/",
+    });
+    expect(config.configDir).toBe(configDir);
+    expect(config.system.persistence.db_path).toBe("/tmp/elsewhere/state.db");
+    expect(config.system.mqtt.url).toBe("mqtt://10.0.0.5:1883");
+    expect(config.system.mqtt.embedded.enabled).toBe(false);
+    expect(config.system.http).toEqual({ host: "0.0.0.0", port: 9001 });
+    expect(config.system.logging.level).toBe("debug");
+  });
+
+  it("names the environment variable when an override is invalid", async () => {
+    const configDir = await writeConfigDir(dir.path, {});
+    const problems = await problemsOf(
+      loadConfig({ configDir, env: { HTTP_PORT: "eighty", LOG_LEVEL: "loud", MQTT_URL: "http://x" }, cwd: dir.path }),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^HTTP_PORT: expected an integer/),
+        expect.stringMatching(/^LOG_LEVEL: expected one of/),
+        expect.stringMatching(/^MQTT_URL: expected mqtt:\/\//),
+      ]),
+    );
+  });
+
+  it("reports malformed JSON with the file name", async () => {
+    const configDir = await writeConfigDir(dir.path, {});
+    await writeFile(join(configDir, "devices", "tv.json"), '{ "device_id": "tv", ');
+    const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^config\/devices\/tv\.json: invalid JSON: /);
+  });
+
+  it("names the file and the field path of a bad value", async () => {
+    const bad = simulatedDevice("tv");
+    (bad.commands as Record<string, unknown>).power = { params: [{ name: "on", type: "bool" }] };
+    const configDir = await writeConfigDir(dir.path, { devices: [bad] });
+    const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^config\/devices\/tv\.json: commands\.power\.params\[0\]\.type: .*expected one of/);
+  });
+
+  it("collects problems from several files at once, including system.json", async () => {
+    const configDir = await writeConfigDir(dir.path, {
+      system: { http: { port: 70000 }, persistence: { synchronous: "sometimes" }, surprise: 1 },
+      devices: [simulatedDevice("bad id")],
+    });
+    const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
+    expect(problems.some((p) => p.startsWith("config/system.json: http.port:"))).toBe(true);
+    expect(problems.some((p) => p.startsWith("config/system.json: persistence.synchronous:"))).toBe(true);
+    expect(problems.some((p) => p.startsWith("config/system.json: (root): Unrecognized key"))).toBe(true);
+    expect(problems.some((p) => /^config\/devices\/bad id\.json: device_id:/.test(p))).toBe(true);
+  });
+
+  it("rejects duplicate device ids naming both files", async () => {
+    const configDir = await writeConfigDir(dir.path, { devices: [simulatedDevice("tv")] });
+    await writeFile(join(configDir, "devices", "tv-copy.json"), JSON.stringify(simulatedDevice("tv")));
+    const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
+    expect(problems).toEqual([
+      'config/devices/tv.json: device_id: "tv" is already defined in config/devices/tv-copy.json',
+    ]);
+  });
+
+  it("checks scenario steps against devices, their commands and params, naming file and step", async () => {
+    const configDir = await writeConfigDir(dir.path, {
+      devices: [simulatedDevice("tv"), simulatedDevice("amp")],
+      scenarios: [
+        {
+          scenario_id: "movie",
+          name: "Movie",
+          roles: { display: "projector" },
+          devices: ["tv", "ghost"],
+          startup: [
+            { device: "tv", action: "power_on" },
+            { device: "tv", action: "warp" },
+            { device: "tv", action: "volume", params: { level: 500 } },
+            { device: "amp", action: "power_on" },
+            { device: "tv", action: "input" },
+          ],
+          shutdown: [{ device: "nobody", action: "power_off" }],
+        },
+      ],
+    });
+    const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
+    const file = "config/scenarios/movie.json";
+    expect(problems).toEqual([
+      `${file}: devices[1]: unknown device "ghost"`,
+      `${file}: roles.display: device "projector" is not in this scenario's devices`,
+      `${file}: startup[1].action: device "tv" has no command "warp" (known: power, power_on, power_off, volume, volume_up, input)`,
+      expect.stringMatching(new RegExp(`^${file}: startup\\[2\\]\\.params\\.level: Too big`)),
+      `${file}: startup[3].device: "amp" is not in this scenario's devices`,
+      expect.stringMatching(new RegExp(`^${file}: startup\\[4\\]\\.params\\.input: `)),
+      `${file}: shutdown[0].device: unknown device "nobody"`,
+    ]);
+  });
+
+  it("treats missing devices/ and scenarios/ directories as empty", async () => {
+    const configDir = join(dir.path, "bare");
+    await mkdir(configDir);
+    const config = await loadConfig({ configDir, env: {}, cwd: dir.path });
+    expect(config.devices).toEqual([]);
+    expect(config.scenarios).toEqual([]);
+  });
+
+  it("loads the committed demo configuration", async () => {
+    const config = await loadConfig({ configDir: join(import.meta.dirname, "../../config"), env: {}, cwd: dir.path });
+    expect(config.system.mqtt.embedded.enabled).toBe(true);
+    expect(config.system.mqtt.embedded.port).not.toBe(1883);
+    expect(config.system.http.host).toBe("127.0.0.1");
+    expect(config.devices.length).toBeGreaterThan(0);
+    expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices)).toEqual([]);
+  });
+});
+
+describe("driver config validation", () => {
+  it("names file and field for driver-specific problems", () => {
+    const registry = new DriverRegistry([simulatedDriverFactory]);
+    const device = {
+      ...(simulatedDevice("tv") as object),
+      file: "config/devices/tv.json",
+      config: { inputs: [] },
+      commands: { fly: { params: [] }, volume: { params: [{ name: "level", type: "string", required: true }] } },
+    };
+    const problems = registry.validate([device as never, { ...device, driver: "teleporter" } as never]);
+    expect(problems).toEqual([
+      expect.stringMatching(/^config\/devices\/tv\.json: config\.inputs: /),
+      expect.stringMatching(/^config\/devices\/tv\.json: commands\.fly: the simulated driver has no command "fly"/),
+      "config/devices/tv.json: commands.volume.params[0].type: expected a first param of type integer or number",
+      expect.stringMatching(/^config\/devices\/tv\.json: driver: unknown driver "teleporter"/),
+    ]);
+  });
+});
