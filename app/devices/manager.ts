@@ -181,14 +181,20 @@ export class DeviceManager {
       this.log.error({ device: id, action }, "driver produced a state that fails its schema");
       throw new AppError(500, "invalid_driver_state", `driver ${device.definition.driver} produced an invalid state for ${id}`);
     }
+    const updatedAt = new Date();
     await this.deps.state.write(
       deviceKey(id),
-      { driver: device.definition.driver, version: device.driver.stateVersion, state: next.data },
+      {
+        driver: device.definition.driver,
+        version: device.driver.stateVersion,
+        state: next.data,
+        updated_at: updatedAt.toISOString(),
+      },
       deviceRecordSchema,
     );
     const previous = device.state;
     device.state = next.data;
-    device.updatedAt = Date.now();
+    device.updatedAt = updatedAt.getTime();
     const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
     this.publishValues(id, device, changed);
     this.clearControlError(id, device, action);
@@ -221,7 +227,8 @@ export class DeviceManager {
       this.log.warn({ key }, "stored device state fails the driver schema; starting from defaults (row kept)");
       return null;
     }
-    return { state: parsed.data, updatedAt: stored.updatedAt ?? null };
+    const updatedAt = record.updated_at ? Date.parse(record.updated_at) : (stored.updatedAt ?? NaN);
+    return { state: parsed.data, updatedAt: Number.isNaN(updatedAt) ? null : updatedAt };
   }
 
   private onCommand(message: InboundMessage): void {

@@ -7,6 +7,8 @@ export const deviceRecordSchema = z
     driver: z.string().min(1),
     version: z.number().int().min(1),
     state: jsonObjectSchema,
+    /** When the change was made (ISO 8601); written with the state so a restore reports it exactly. */
+    updated_at: z.string().optional(),
   })
   .strict();
 
