@@ -1,0 +1,162 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
+import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
+import { startTestBroker } from "../helpers/mqtt.js";
+
+const repoRoot = join(import.meta.dirname, "../..");
+const DEVICES = Array.from({ length: 10 }, (_, i) => `dev${i}`);
+
+interface Child {
+  proc: ChildProcess;
+  url: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  output: string[];
+}
+
+/** Starts the real entry point (`app/main.ts` under tsx) and resolves once it listens. */
+async function startBridge(env: Record<string, string>): Promise<Child> {
+  const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output: string[] = [];
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  proc.stderr?.on("data", (d: Buffer) => output.push(d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: proc.stdout! });
+    lines.on("line", (line) => {
+      output.push(line);
+      if (line.includes('"wb-bridge listening"')) resolve((JSON.parse(line) as { address: string }).address);
+    });
+    void exited.then(({ code }) => reject(new Error(`bridge exited with ${code} before listening:\n${output.join("\n")}`)));
+  });
+  return { proc, url, exited, output };
+}
+
+async function setVolume(url: string, device: string, level: number): Promise<void> {
+  const res = await fetch(`${url}/devices/${device}/action`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ action: "volume", params: { level } }),
+  });
+  if (res.status !== 200) throw new Error(`action failed: ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { state: { volume: number } };
+  if (body.state.volume !== level) throw new Error(`acknowledged ${body.state.volume}, sent ${level}`);
+}
+
+describe("the real process", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let broker: EmbeddedBroker;
+  let env: Record<string, string>;
+  const children: Child[] = [];
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    broker = await startTestBroker();
+    const configDir = await writeConfigDir(dir.path, {
+      system: { persistence: { db_path: "unused-because-STATE_PATH-wins.db" } },
+      devices: DEVICES.map((id) => simulatedDevice(id)),
+    });
+    env = { CONFIG_DIR: configDir, STATE_PATH: join(dir.path, "db", "state.db"), MQTT_URL: broker.url };
+  });
+
+  afterEach(async () => {
+    for (const c of children.splice(0)) {
+      if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+      await c.exited;
+    }
+    await broker.close();
+    await dir.remove();
+  });
+
+  it("keeps every acknowledged action across SIGKILL mid-stream", async () => {
+    const first = await startBridge(env);
+    children.push(first);
+    // Each device gets volumes 1, 2, 3, ... one request at a time; ten devices in parallel.
+    const acked = new Map<string, number>(DEVICES.map((d) => [d, 0]));
+    let total = 0;
+    let killed = false;
+    const killAt = 120;
+    const worker = async (device: string) => {
+      for (let level = 1; level <= 20 && !killed; level++) {
+        try {
+          await setVolume(first.url, device, level);
+        } catch (err) {
+          if (killed) return;
+          throw err;
+        }
+        acked.set(device, level);
+        total += 1;
+        if (total === killAt) {
+          killed = true;
+          first.proc.kill("SIGKILL");
+        }
+      }
+    };
+    await Promise.all(DEVICES.map(worker));
+    expect((await first.exited).signal).toBe("SIGKILL");
+    expect(total).toBeGreaterThanOrEqual(killAt);
+
+    const second = await startBridge(env);
+    children.push(second);
+    for (const device of DEVICES) {
+      const res = await fetch(`${second.url}/devices/${device}/state`);
+      const { state } = (await res.json()) as { state: { volume: number } };
+      const ack = acked.get(device) ?? 0;
+      // Acknowledged means durable; at most the one request in flight at the kill may also have landed.
+      expect([ack, ack + 1], `${device}: acknowledged ${ack}, restored ${state.volume}`).toContain(state.volume);
+    }
+  });
+
+  it("shuts down cleanly on SIGTERM: exit 0, WAL folded into the database", async () => {
+    const child = await startBridge(env);
+    children.push(child);
+    await Promise.all(DEVICES.map((d, i) => setVolume(child.url, d, 50 + i)));
+    child.proc.kill("SIGTERM");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    expect(child.output.join("\n")).toContain("bridge stopped");
+    const wal = await stat(`${env.STATE_PATH}-wal`).catch(() => null);
+    expect(wal === null || wal.size === 0).toBe(true);
+
+    const again = await startBridge(env);
+    children.push(again);
+    const res = await fetch(`${again.url}/devices/dev9/state`);
+    expect(((await res.json()) as { state: { volume: number } }).state.volume).toBe(59);
+  });
+
+  it("exits non-zero with the file and field when the configuration is bad", async () => {
+    const configDir = await writeConfigDir(join(dir.path, "bad"), {
+      devices: [{ ...simulatedDevice("tv"), commands: { power: { params: [{ name: "on", type: "bool" }] } } }],
+    });
+    const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env, CONFIG_DIR: configDir },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
+    expect(code).not.toBe(0);
+    expect(stderr).toMatch(/bad\/config\/devices\/tv\.json: commands\.power\.params\[0\]\.type: .*expected one of/);
+  });
+
+  it("exits non-zero with a clear message when the database cannot be opened", async () => {
+    const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env, STATE_PATH: "/proc/version/state.db", HTTP_PORT: "0" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/failed to start: cannot (create directory for|open) state database \/proc\/version\/state\.db/);
+  });
+});
