@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     log(`\n[4/4] restore: ${settings.restoreDevices} devices`);
     const restore = await benchRestore(root, settings.restoreDevices);
     log(`  seeding the database: ${fmt(restore.seedMs)} ms; writing + loading config: ${fmt(restore.loadConfigMs)} ms`);
-    log(`  app.ready() (restore + init): ${fmt(restore.readyMs)} ms${restore.restoredVolumeOk ? "" : "  (WARNING: a probed device did not get its stored volume back)"}`);
+    log(`  app.ready() (restore + init): ${fmt(restore.readyMs)} ms${restore.notRestored === 0 ? "" : `  (WARNING: ${restore.notRestored} devices did not get their stored volume back)`}`);
     log(`  store.list("device:"): ${fmt(restore.listMs)} ms for ${restore.listedEntries} entries`);
     log(`  app.close(): ${fmt(restore.closeMs)} ms`);
 
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
         ready_ms: round(restore.readyMs, 1),
         list_ms: round(restore.listMs, 1),
         listed: restore.listedEntries,
-        restored_ok: restore.restoredVolumeOk,
+        not_restored: restore.notRestored,
         close_ms: round(restore.closeMs, 1),
       },
       ratios: { durable_vs_broker: round(vsBroker, 4), durable_vs_fsync: round(vsFsync, 4) },
