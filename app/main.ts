@@ -10,15 +10,15 @@ import { ConfigError, errorMessage } from "./shared/errors.js";
  */
 async function main(): Promise<void> {
   let config;
+  let app;
   try {
     config = await loadConfig();
+    app = await buildApp(config, { logger: createLogger(config.system.logging.level) });
   } catch (err) {
     process.stderr.write(`wb-bridge: ${err instanceof ConfigError ? err.message : errorMessage(err)}\n`);
     process.exit(2);
   }
-
-  const logger = createLogger(config.system.logging.level);
-  const app = await buildApp(config, { logger });
+  const logger = app.log;
 
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -196,7 +196,9 @@ export class DeviceManager {
     device.state = next.data;
     device.updatedAt = updatedAt.getTime();
     const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
-    this.publishValues(id, device, changed);
+    // The commanded control's value is published even when unchanged: WB clients expect
+    // an answer on the value topic for every command they send.
+    this.publishValues(id, device, changed.includes(action) ? changed : [...changed, action]);
     this.clearControlError(id, device, action);
     this.deps.bus.emit("device.state", { deviceId: id, state: device.state, changed, restored: false, source });
     return view(id, device);
@@ -263,39 +265,43 @@ export class DeviceManager {
     const log = serverSide ? this.log.error.bind(this.log) : this.log.warn.bind(this.log);
     log({ device: id, control, reason }, "MQTT command rejected");
     device.failedControls.add(control);
-    this.publishRetained(wbTopics.controlError(id, control), "w");
+    void this.publishRetained(wbTopics.controlError(id, control), "w");
   }
 
   private clearControlError(id: string, device: ManagedDevice, control: string): void {
     if (!device.failedControls.delete(control)) return;
-    this.publishRetained(wbTopics.controlError(id, control), "");
+    void this.publishRetained(wbTopics.controlError(id, control), "");
   }
 
   private publishValues(id: string, device: ManagedDevice, fields: readonly string[]): void {
-    for (const control of device.controls) {
-      if (!control.field || !fields.includes(control.field)) continue;
-      const payload = encodeWbValue(control.meta.type, device.state[control.field]);
-      if (payload !== null) this.publishRetained(wbTopics.control(id, control.id), payload);
-    }
+    for (const [topic, payload] of valueMessages(id, device, fields)) void this.publishRetained(topic, payload);
   }
 
-  /** Every device's meta and current values; runs at start and after every reconnect. */
+  /**
+   * Every device's meta and current values; runs at start and after every reconnect.
+   * Publishes in windows so thousands of devices neither flood the broker nor block
+   * the event loop, and resolves once the broker has acknowledged them all.
+   */
   private async publishAll(): Promise<void> {
+    let window: Promise<void>[] = [];
     for (const [id, device] of this.devices) {
-      const name = device.definition.device_name;
-      this.publishRetained(wbTopics.deviceMeta(id), JSON.stringify({ driver: "wb-bridge", title: { en: name } }));
-      this.publishRetained(wbTopics.deviceMetaName(id), name);
-      for (const control of device.controls) {
-        this.publishRetained(wbTopics.controlMeta(id, control.id), JSON.stringify(control.meta));
+      for (const [topic, payload] of deviceMessages(id, device)) {
+        window.push(this.publishRetained(topic, payload));
+        if (window.length >= PUBLISH_WINDOW) {
+          await Promise.all(window);
+          window = [];
+        }
       }
-      this.publishValues(id, device, Object.keys(device.state));
     }
+    await Promise.all(window);
   }
 
-  private publishRetained(topic: string, payload: string): void {
-    // Not awaited: the state is already committed, and a broker that is away gets
-    // everything again from publishAll() when it comes back.
-    this.deps.mqtt.publish(topic, payload, { retain: true, qos: 1 }).catch((err: unknown) => {
+  /**
+   * Never rejects: the state is already committed, and a broker that is away gets
+   * everything again from publishAll() when it comes back.
+   */
+  private publishRetained(topic: string, payload: string): Promise<void> {
+    return this.deps.mqtt.publish(topic, payload, { retain: true, qos: 1 }).catch((err: unknown) => {
       this.log.debug({ topic, err: errorMessage(err) }, "publish skipped");
     });
   }
@@ -305,6 +311,29 @@ export class DeviceManager {
     if (!device) throw new DeviceNotFoundError(id);
     return device;
   }
+}
+
+const PUBLISH_WINDOW = 512;
+
+function valueMessages(id: string, device: ManagedDevice, fields: readonly string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const control of device.controls) {
+    if (!control.field || !fields.includes(control.field)) continue;
+    const payload = encodeWbValue(control.meta.type, device.state[control.field]);
+    if (payload !== null) out.push([wbTopics.control(id, control.id), payload]);
+  }
+  return out;
+}
+
+/** The retained topics that make up a WB virtual device: meta, control metas, values. */
+function deviceMessages(id: string, device: ManagedDevice): Array<[string, string]> {
+  const name = device.definition.device_name;
+  return [
+    [wbTopics.deviceMeta(id), JSON.stringify({ driver: "wb-bridge", title: { en: name } })],
+    [wbTopics.deviceMetaName(id), name],
+    ...device.controls.map((c): [string, string] => [wbTopics.controlMeta(id, c.id), JSON.stringify(c.meta)]),
+    ...valueMessages(id, device, Object.keys(device.state)),
+  ];
 }
 
 function view(id: string, device: ManagedDevice): DeviceStateView {

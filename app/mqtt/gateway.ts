@@ -1,6 +1,6 @@
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { MqttClient, type IClientOptions } from "mqtt";
+import { MqttClient, UniqueMessageIdProvider, type IClientOptions } from "mqtt";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { assertPublishableTopic, topicMatches } from "./topics.js";
@@ -103,6 +103,9 @@ export class MqttGateway {
       connectTimeout: 10_000,
       resubscribe: false,
       queueQoSZero: false,
+      // The default provider wraps at 65535 and reuses ids still in flight when a burst
+      // (republishing thousands of retained topics) outruns the acks; this one queues instead.
+      messageIdProvider: new UniqueMessageIdProvider(),
       username: this.options.username ?? (url.username ? decodeURIComponent(url.username) : undefined),
       password: this.options.password ?? (url.password ? decodeURIComponent(url.password) : undefined),
       will: this.options.will ? { ...this.options.will, qos: 1 } : undefined,

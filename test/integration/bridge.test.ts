@@ -119,6 +119,10 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
     // A pushbutton control: payload ignored, action performed.
     await observer.publish("/devices/amp/controls/volume_up/on", "1");
     await observer.waitFor("/devices/amp/controls/volume", (m) => m.payload === "32");
+    // The same value again still gets its answer on the value topic.
+    const earlier = observer.on("/devices/amp/controls/volume");
+    await observer.publish("/devices/amp/controls/volume/on", "32");
+    await observer.waitFor("/devices/amp/controls/volume", (m) => m.payload === "32" && !earlier.includes(m));
 
     const stored = (await readStoredValue(dbPath, "device:amp")) as { state: Record<string, unknown> };
     expect(stored.state).toEqual({ power: true, volume: 32, muted: false, input: "hdmi2" });

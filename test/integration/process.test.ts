@@ -135,6 +135,9 @@ describe("the real process", () => {
     const configDir = await writeConfigDir(join(dir.path, "bad"), {
       devices: [{ ...simulatedDevice("tv"), commands: { power: { params: [{ name: "on", type: "bool" }] } } }],
     });
+    const driverProblem = await writeConfigDir(join(dir.path, "driver"), {
+      devices: [simulatedDevice("amp", { driver: "teleporter" })],
+    });
     const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
       cwd: repoRoot,
       env: { ...process.env, ...env, CONFIG_DIR: configDir },
@@ -143,8 +146,18 @@ describe("the real process", () => {
     let stderr = "";
     proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
-    expect(code).not.toBe(0);
+    expect(code).toBe(2);
     expect(stderr).toMatch(/bad\/config\/devices\/tv\.json: commands\.power\.params\[0\]\.type: .*expected one of/);
+
+    const second = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env, CONFIG_DIR: driverProblem },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr2 = "";
+    second.stderr.on("data", (d: Buffer) => (stderr2 += d.toString()));
+    expect(await new Promise<number | null>((resolve) => second.once("exit", (c) => resolve(c)))).toBe(2);
+    expect(stderr2).toMatch(/driver\/config\/devices\/amp\.json: driver: unknown driver "teleporter"/);
   });
 
   it("exits non-zero with a clear message when the database cannot be opened", async () => {

@@ -72,6 +72,7 @@ describe("SQLiteStateStore", () => {
     const seen = await Promise.all(checks);
     await closeRaw(raw);
     const stats = store.stats;
+    expect(await store.get("device:c199")).toEqual({ i: 199 });
     await store.close();
     expect(seen).toEqual(Array.from({ length: 200 }, (_, i) => i));
     // Group commit: 200 concurrent writes share far fewer transactions.
@@ -83,10 +84,15 @@ describe("SQLiteStateStore", () => {
     const store = new SQLiteStateStore({ path });
     await store.initialize();
     const first = store.set("device:first", { n: 0 });
-    // These arrive while the first transaction is in flight.
+    // One turn of the event loop later the first commit is in flight ...
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    // ... and these arrive while it is: together they make the next transaction.
     const rest = Array.from({ length: 50 }, (_, i) => store.set(`device:r${i}`, { n: i }));
     await Promise.all([first, ...rest]);
     expect(store.stats).toEqual({ commits: 2, writes: 51 });
+    // Writes issued in the same turn share one transaction from the start.
+    await Promise.all(Array.from({ length: 20 }, (_, i) => store.set(`device:s${i}`, { n: i })));
+    expect(store.stats).toEqual({ commits: 3, writes: 71 });
     await store.close();
   });
 
