@@ -42,17 +42,13 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   const system = parse(systemConfigSchema, rawSystem ?? {}, display(systemFile), problems);
 
   const devices: DeviceDefinition[] = [];
-  for (const file of await jsonFiles(join(configDir, "devices"), problems, display)) {
-    const raw = await readJson(file, display(file), problems);
-    if (raw === undefined) continue;
+  for (const [file, raw] of await readJsonFiles(join(configDir, "devices"), problems, display)) {
     const device = parse(deviceConfigSchema, raw, display(file), problems);
     if (device) devices.push({ ...device, file: display(file) });
   }
 
   const scenarios: ScenarioDefinition[] = [];
-  for (const file of await jsonFiles(join(configDir, "scenarios"), problems, display)) {
-    const raw = await readJson(file, display(file), problems);
-    if (raw === undefined) continue;
+  for (const [file, raw] of await readJsonFiles(join(configDir, "scenarios"), problems, display)) {
     const scenario = parse(scenarioConfigSchema, raw, display(file), problems);
     if (scenario) scenarios.push({ ...scenario, file: display(file) });
   }
@@ -162,6 +158,35 @@ async function jsonFiles(dir: string, problems: string[], display: (f: string) =
     problems.push(`${display(dir)}: cannot read directory: ${errorMessage(err)}`);
     return [];
   }
+}
+
+// Reading files one by one dominates start-up with thousands of devices; a bounded
+// number in flight keeps it fast without running out of file descriptors.
+const READ_CONCURRENCY = 64;
+
+/** Every `*.json` in `dir`, parsed, in file-name order; unreadable ones are reported. */
+async function readJsonFiles(
+  dir: string,
+  problems: string[],
+  display: (f: string) => string,
+): Promise<Array<[string, unknown]>> {
+  const files = await jsonFiles(dir, problems, display);
+  const out: Array<[string, unknown]> = [];
+  for (let i = 0; i < files.length; i += READ_CONCURRENCY) {
+    const batch = files.slice(i, i + READ_CONCURRENCY);
+    // Each file reports into its own list so problems stay in file order.
+    const read = await Promise.all(
+      batch.map(async (file) => {
+        const own: string[] = [];
+        return { file, own, raw: await readJson(file, display(file), own) };
+      }),
+    );
+    for (const { file, own, raw } of read) {
+      problems.push(...own);
+      if (raw !== undefined) out.push([file, raw]);
+    }
+  }
+  return out;
 }
 
 async function readJson(

@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { CommandSpec, DeviceDefinition } from "../config/device.js";
 import { parsePayload, paramsSchema } from "../config/params.js";
@@ -61,6 +62,7 @@ export class DeviceManager {
   private accepting = false;
   private stopCommands: (() => Promise<void>) | null = null;
   private stopConnectHook: (() => void) | null = null;
+  private timings: { restoreMs: number; publishMs: number } | null = null;
 
   constructor(private readonly deps: DeviceManagerDeps) {
     this.log = deps.log.child({ module: "devices" });
@@ -69,6 +71,7 @@ export class DeviceManager {
   /** Restores every `device:<id>`, sets drivers up, then publishes; nothing is published before restore. */
   async initialize(): Promise<void> {
     if (this.accepting) return;
+    const started = performance.now();
     const stored = await this.deps.state.readAll("device:", deviceRecordSchema);
     let restoredCount = 0;
     for (const definition of this.deps.devices) {
@@ -94,11 +97,13 @@ export class DeviceManager {
         this.log.error({ device: device.definition.device_id, err: errorMessage(err) }, "driver setup failed");
       }
     }
-    this.log.info({ devices: this.devices.size, restored: restoredCount }, "device states restored");
+    const restored = performance.now();
 
     this.stopCommands = await this.deps.mqtt.subscribe(wbTopics.allControlCommands, (m) => this.onCommand(m));
     this.stopConnectHook = this.deps.mqtt.onConnect(() => this.publishAll());
     if (this.deps.mqtt.connected) await this.publishAll();
+    this.timings = { restoreMs: restored - started, publishMs: performance.now() - restored };
+    this.log.info({ devices: this.devices.size, restored: restoredCount, ...this.timings }, "device states restored");
     this.accepting = true;
     for (const [id, device] of this.devices) {
       this.deps.bus.emit("device.state", {
@@ -124,6 +129,11 @@ export class DeviceManager {
         this.log.error({ device: device.definition.device_id, err: errorMessage(err) }, "driver shutdown failed");
       });
     }
+  }
+
+  /** How long initialize() spent restoring (read, validate, driver setup) and publishing. */
+  get startupTimings(): { restoreMs: number; publishMs: number } | null {
+    return this.timings;
   }
 
   list(): DeviceDefinition[] {

@@ -11,6 +11,9 @@ export interface RestoreResult {
   seedMs: number;
   loadConfigMs: number;
   readyMs: number;
+  /** Inside ready(): reading + validating the stored states and driver setup, then publishing them. */
+  restoreMs: number;
+  publishMs: number;
   /** Devices whose restored volume differs from the seeded one (0 when restore worked). */
   notRestored: number;
   closeMs: number;
@@ -52,11 +55,15 @@ export async function benchRestore(root: string, devices: number): Promise<Resto
   let readyMs: number;
   let closeMs: number;
   let notRestored = 0;
+  let restoreMs = NaN;
+  let publishMs = NaN;
   try {
     app = await buildApp(config, { logger: createLogger("silent") });
     const readyStart = performance.now();
     await app.ready();
     readyMs = performance.now() - readyStart;
+    restoreMs = app.bridge.devices.startupTimings?.restoreMs ?? NaN;
+    publishMs = app.bridge.devices.startupTimings?.publishMs ?? NaN;
     for (let i = 0; i < devices; i++) {
       if (app.bridge.devices.getState(benchDeviceId(i, width)).state.volume !== record(i).state.volume) notRestored += 1;
     }
@@ -78,5 +85,5 @@ export async function benchRestore(root: string, devices: number): Promise<Resto
     await reader.close();
   }
 
-  return { devices, seedMs, loadConfigMs, readyMs, notRestored, closeMs, listMs, listedEntries };
+  return { devices, seedMs, loadConfigMs, readyMs, restoreMs, publishMs, notRestored, closeMs, listMs, listedEntries };
 }
