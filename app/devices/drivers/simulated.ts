@@ -88,7 +88,8 @@ class SimulatedDriver implements DeviceDriver<SimulatedState> {
         if (!this.config.inputs.includes(input)) {
           throw new BadRequestError(
             "invalid_params",
-            `device ${this.device.device_id} has no input "${input}" (known: ${this.config.inputs.join(", ")})`,
+            // The rejected value is left out: messages end up in logs, values must not.
+            `device ${this.device.device_id} has no such input (known: ${this.config.inputs.join(", ")})`,
           );
         }
         return { input };
