@@ -40,6 +40,19 @@ async function startBridge(env: Record<string, string>): Promise<Child> {
   return { proc, url, exited, output };
 }
 
+/** Runs the entry point expecting it to stop by itself (a failed start). */
+async function runToExit(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
+  return { code, stderr };
+}
+
 async function setVolume(url: string, device: string, level: number): Promise<void> {
   const res = await fetch(`${url}/devices/${device}/action`, {
     method: "POST",
@@ -131,45 +144,25 @@ describe("the real process", () => {
     expect(((await res.json()) as { state: { volume: number } }).state.volume).toBe(59);
   });
 
-  it("exits non-zero with the file and field when the configuration is bad", async () => {
+  it("exits 2 naming file and field when the configuration is bad", async () => {
     const configDir = await writeConfigDir(join(dir.path, "bad"), {
       devices: [{ ...simulatedDevice("tv"), commands: { power: { params: [{ name: "on", type: "bool" }] } } }],
     });
+    const badSchema = await runToExit({ ...env, CONFIG_DIR: configDir });
+    expect(badSchema.code).toBe(2);
+    expect(badSchema.stderr).toMatch(/bad\/config\/devices\/tv\.json: commands\.power\.params\[0\]\.type: .*expected one of/);
+
     const driverProblem = await writeConfigDir(join(dir.path, "driver"), {
       devices: [simulatedDevice("amp", { driver: "teleporter" })],
     });
-    const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
-      cwd: repoRoot,
-      env: { ...process.env, ...env, CONFIG_DIR: configDir },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stderr = "";
-    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
-    expect(code).toBe(2);
-    expect(stderr).toMatch(/bad\/config\/devices\/tv\.json: commands\.power\.params\[0\]\.type: .*expected one of/);
-
-    const second = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
-      cwd: repoRoot,
-      env: { ...process.env, ...env, CONFIG_DIR: driverProblem },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stderr2 = "";
-    second.stderr.on("data", (d: Buffer) => (stderr2 += d.toString()));
-    expect(await new Promise<number | null>((resolve) => second.once("exit", (c) => resolve(c)))).toBe(2);
-    expect(stderr2).toMatch(/driver\/config\/devices\/amp\.json: driver: unknown driver "teleporter"/);
+    const badDriver = await runToExit({ ...env, CONFIG_DIR: driverProblem });
+    expect(badDriver.code).toBe(2);
+    expect(badDriver.stderr).toMatch(/driver\/config\/devices\/amp\.json: driver: unknown driver "teleporter"/);
   });
 
-  it("exits non-zero with a clear message when the database cannot be opened", async () => {
-    const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
-      cwd: repoRoot,
-      env: { ...process.env, ...env, STATE_PATH: "/proc/version/state.db", HTTP_PORT: "0" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stderr = "";
-    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
-    expect(code).toBe(1);
-    expect(stderr).toMatch(/failed to start: cannot (create directory for|open) state database \/proc\/version\/state\.db/);
+  it("exits 1 with a clear message when the database cannot be opened", async () => {
+    const result = await runToExit({ ...env, STATE_PATH: "/proc/version/state.db" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/failed to start: cannot (create directory for|open) state database \/proc\/version\/state\.db/);
   });
 });
