@@ -4,6 +4,7 @@ import type { DriverFactory } from "./devices/driver.js";
 import { DriverRegistry } from "./devices/driver.js";
 import { simulatedDriverFactory } from "./devices/drivers/simulated.js";
 import { DeviceManager, type DeviceEvents } from "./devices/manager.js";
+import { WbDeviceAdapter } from "./devices/wb-adapter.js";
 import { BridgeDevice, bridgeWill } from "./mqtt/bridge-device.js";
 import { startEmbeddedBroker, type EmbeddedBroker } from "./mqtt/broker.js";
 import { MqttGateway, redactUrl } from "./mqtt/gateway.js";
@@ -45,6 +46,7 @@ export class Bridge {
   readonly devices: DeviceManager;
   readonly scenarios: ScenarioManager;
   readonly bridgeDevice: BridgeDevice;
+  readonly wb: WbDeviceAdapter;
   readonly startedAt = Date.now();
   private broker: EmbeddedBroker | null = null;
   private storeOpen = false;
@@ -103,8 +105,10 @@ export class Bridge {
       state: this.state,
       bus: this.bus,
       log,
+      mqtt: this.mqtt,
       sleep: overrides.sleep,
     });
+    this.wb = new WbDeviceAdapter({ devices: this.devices, mqtt: this.mqtt, bus: this.bus, log });
     this.bridgeDevice = new BridgeDevice(this.mqtt, version, log.child({ module: "bridge-device" }));
   }
 
@@ -120,7 +124,7 @@ export class Bridge {
     return this.broker;
   }
 
-  /** store -> embedded broker -> MQTT -> devices (restore) -> scenarios (restore) -> ready. */
+  /** store -> embedded broker -> MQTT -> devices (restore) -> WB devices -> scenarios (restore) -> ready. */
   async start(): Promise<void> {
     this.currentPhase = "starting";
     try {
@@ -138,6 +142,8 @@ export class Bridge {
       await this.bridgeDevice.start();
 
       await this.devices.initialize();
+      // Restore is complete: only now is anything about devices published.
+      await this.wb.start();
       await this.scenarios.initialize();
       await this.bridgeDevice.setReady(true);
       this.currentPhase = "ready";
@@ -168,6 +174,7 @@ export class Bridge {
     };
     await step("scenarios", () => this.scenarios.shutdown());
     await step("devices", () => this.devices.shutdown());
+    await step("wb-devices", () => this.wb.stop());
     await step("bridge-device", () => this.bridgeDevice.stop());
     await step("mqtt", () => this.mqtt.stop());
     if (this.storeOpen) {

@@ -39,20 +39,43 @@ export const commandSpecSchema = z.looseObject({
   params: z.array(paramSpecSchema).default([]),
 });
 
+export const localizedNamesSchema = z
+  .object({ en: z.string().min(1).max(200).optional(), ru: z.string().min(1).max(200).optional() })
+  .strict();
+
+/** Per-control overrides of what the driver and commands derive (WB control meta). */
+export const controlOverrideSchema = z
+  .object({
+    type: z.enum(["switch", "alarm", "pushbutton", "range", "rgb", "value", "text"]).optional(),
+    title: localizedNamesSchema.optional(),
+    readonly: z.boolean().optional(),
+    order: z.number().int().min(1).max(10_000).optional(),
+    min: z.number().optional(),
+    max: z.number().optional(),
+    precision: z.number().positive().optional(),
+    units: z.string().regex(/^[\x20-\x7e]{1,16}$/, "expected a short ASCII unit such as W or deg C").optional(),
+  })
+  .strict();
+
 export const deviceConfigSchema = z
   .object({
     device_id: wbIdSchema,
     device_name: z.string().min(1).max(200),
+    /** Titles per language for the WB UI; `device_name` is the English default. */
+    names: localizedNamesSchema.optional(),
     driver: z.string().min(1),
     room: z.string().optional(),
     /** Driver-specific settings, validated by the driver's own schema. */
     config: z.record(z.string(), z.unknown()).default({}),
     commands: z.record(wbIdSchema, commandSpecSchema).default({}),
+    controls: z.record(wbIdSchema, controlOverrideSchema).default({}),
   })
   .strict();
 
 export type ParamSpec = z.infer<typeof paramSpecSchema>;
 export type CommandSpec = z.infer<typeof commandSpecSchema>;
 export type DeviceConfig = z.infer<typeof deviceConfigSchema>;
+export type ControlOverride = z.infer<typeof controlOverrideSchema>;
+export type LocalizedNames = z.infer<typeof localizedNamesSchema>;
 /** A device as loaded: its config plus the file it came from, for error messages. */
 export type DeviceDefinition = DeviceConfig & { file: string };

@@ -1,5 +1,5 @@
-import type { DeviceDefinition, ParamSpec } from "../config/device.js";
-import type { WbControlMeta, WbControlType } from "../mqtt/wb-values.js";
+import type { ControlOverride, DeviceDefinition, ParamSpec } from "../config/device.js";
+import type { WbControlMeta, WbControlType, WbTitle } from "../mqtt/wb-values.js";
 import type { StateControl } from "./driver.js";
 
 /** One Wiren Board control of a device: a state field, a command, or both. */
@@ -19,47 +19,87 @@ function commandControlType(param: ParamSpec | undefined): WbControlType {
   return param.min !== undefined && param.max !== undefined ? "range" : "value";
 }
 
+function title(en: string | undefined, override: ControlOverride | undefined): WbTitle | undefined {
+  const t = { ...(en ? { en } : {}), ...override?.title };
+  if (!t.en) return undefined;
+  return t.ru ? { en: t.en, ru: t.ru } : { en: t.en };
+}
+
+/** Drops undefined members so the published JSON holds only what is set. */
+function compact(meta: WbControlMeta): WbControlMeta {
+  return Object.fromEntries(Object.entries(meta).filter(([, v]) => v !== undefined)) as unknown as WbControlMeta;
+}
+
+function applyOverride(meta: WbControlMeta, override: ControlOverride | undefined): WbControlMeta {
+  if (!override) return compact(meta);
+  const { title: _title, ...rest } = override;
+  return compact({ ...meta, ...rest });
+}
+
 /**
  * Controls in a stable order: the driver's state fields first (writable when a command
- * of the same name exists), then the remaining commands. The order depends only on
- * config and driver, so it is the same after every restart.
+ * of the same name exists), then the remaining commands, each adjustable by the
+ * device's `controls` overrides. The order depends only on config and driver, so it
+ * is the same after every restart.
  */
 export function deriveControls(device: DeviceDefinition, stateControls: readonly StateControl[]): DeviceControl[] {
   const controls: DeviceControl[] = [];
   const fields = new Set<string>();
   for (const sc of stateControls) {
     fields.add(sc.field);
-    const writable = sc.field in device.commands;
+    const override = device.controls[sc.field];
+    const writable = sc.field in device.commands && !sc.readonly;
     controls.push({
       id: sc.field,
       field: sc.field,
       action: writable ? sc.field : undefined,
-      meta: {
-        type: sc.type,
-        readonly: !writable,
-        order: controls.length + 1,
-        ...(sc.min !== undefined ? { min: sc.min } : {}),
-        ...(sc.max !== undefined ? { max: sc.max } : {}),
-        ...(sc.units !== undefined ? { units: sc.units } : {}),
-        ...(sc.title !== undefined ? { title: { en: sc.title } } : {}),
-      },
+      meta: applyOverride(
+        {
+          type: sc.type,
+          readonly: !writable,
+          order: controls.length + 1,
+          min: sc.min,
+          max: sc.max,
+          precision: sc.precision,
+          units: sc.units,
+          title: title(sc.title, override),
+          enum: sc.enum ? Object.fromEntries(sc.enum.map((v) => [v, { en: v }])) : undefined,
+        },
+        override,
+      ),
     });
   }
   for (const [name, command] of Object.entries(device.commands)) {
     if (fields.has(name)) continue;
     const param = command.params[0];
     const type = commandControlType(param);
+    const override = device.controls[name];
     controls.push({
       id: name,
       action: name,
-      meta: {
-        type,
-        readonly: false,
-        order: controls.length + 1,
-        ...(type === "range" && param ? { min: param.min, max: param.max } : {}),
-        title: { en: command.description ?? name },
-      },
+      meta: applyOverride(
+        {
+          type,
+          readonly: false,
+          order: controls.length + 1,
+          min: type === "range" ? param?.min : undefined,
+          max: type === "range" ? param?.max : undefined,
+          title: title(command.description ?? name, override),
+          enum: param?.enum ? Object.fromEntries(param.enum.map((v) => [v, { en: v }])) : undefined,
+        },
+        override,
+      ),
     });
   }
+  // A readonly override removes the command binding too: nothing accepted on /on.
+  for (const control of controls) if (control.meta.readonly) control.action = undefined;
   return controls;
+}
+
+/** Override keys that name neither a state field nor a command are config errors. */
+export function unknownControlOverrides(device: DeviceDefinition, stateControls: readonly StateControl[]): string[] {
+  const known = new Set([...stateControls.map((c) => c.field), ...Object.keys(device.commands)]);
+  return Object.keys(device.controls)
+    .filter((id) => !known.has(id))
+    .map((id) => `${device.file}: controls.${id}: no state field or command named "${id}"`);
 }

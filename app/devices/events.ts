@@ -1,7 +1,7 @@
 import type { JsonObject } from "../shared/json.js";
 
 /** Where a change came from; carried in events (and, later, in history). */
-export type ChangeSource = "http" | "mqtt" | "scenario" | "restore" | "cli";
+export type ChangeSource = "http" | "mqtt" | "scenario" | "restore" | "cli" | "device";
 
 export interface DeviceStateEvent {
   deviceId: string;
@@ -10,4 +10,21 @@ export interface DeviceStateEvent {
   /** True for values restored from the store at start, false for live changes. */
   restored: boolean;
   source: ChangeSource;
+  /** The action that caused the change; absent for restore and hardware feedback. */
+  action?: string;
+}
+
+export interface DeviceReachabilityEvent {
+  deviceId: string;
+  reachable: boolean;
+}
+
+export interface ActionFailedEvent {
+  deviceId: string;
+  action: string;
+  source: ChangeSource;
+  code: string;
+  message: string;
+  /** The hardware could not be reached (WB error `r`) rather than refusing the write (`w`). */
+  unreachable: boolean;
 }

@@ -1,29 +1,29 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import type { CommandSpec, DeviceDefinition } from "../config/device.js";
-import { parsePayload, paramsSchema } from "../config/params.js";
-import type { ParamValues } from "../config/scenario.js";
-import type { InboundMessage, MqttGateway } from "../mqtt/gateway.js";
-import { parseControlOnTopic, wbTopics } from "../mqtt/topics.js";
-import { encodeWbValue } from "../mqtt/wb-values.js";
+import type { DeviceDefinition } from "../config/device.js";
+import { paramsSchema } from "../config/params.js";
+import type { MqttGateway } from "../mqtt/gateway.js";
 import type { EventSink } from "../shared/event-bus.js";
 import { AppError, BadRequestError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import type { StateService } from "../state/service.js";
 import { deriveControls, type DeviceControl } from "./controls.js";
-import type { DeviceDriver, DriverRegistry } from "./driver.js";
-import type { ChangeSource, DeviceStateEvent } from "./events.js";
+import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverRegistry } from "./driver.js";
+import type { ActionFailedEvent, ChangeSource, DeviceReachabilityEvent, DeviceStateEvent } from "./events.js";
 import { deviceKey, deviceRecordSchema } from "./record.js";
 
 export interface DeviceEvents extends Record<string, unknown> {
   "device.state": DeviceStateEvent;
+  "device.reachability": DeviceReachabilityEvent;
+  "action.failed": ActionFailedEvent;
 }
 
 export interface DeviceManagerDeps {
   devices: readonly DeviceDefinition[];
   drivers: DriverRegistry;
   state: StateService;
+  /** Handed to drivers for their hardware topics; the manager itself publishes nothing. */
   mqtt: MqttGateway;
   bus: EventSink<DeviceEvents>;
   log: Logger;
@@ -33,6 +33,16 @@ export interface DeviceStateView {
   id: string;
   state: JsonObject;
   updated_at: string | null;
+  reachable: boolean;
+}
+
+/** What the WB adapter needs to present one device. */
+export interface DeviceSnapshot {
+  definition: DeviceDefinition;
+  controls: readonly DeviceControl[];
+  state: JsonObject;
+  reachable: boolean;
+  publishesWbDevice: boolean;
 }
 
 interface ManagedDevice {
@@ -41,8 +51,7 @@ interface ManagedDevice {
   controls: DeviceControl[];
   state: JsonObject;
   updatedAt: number | null;
-  /** Controls whose `meta/error` is currently set, so a success clears exactly those. */
-  failedControls: Set<string>;
+  reachable: boolean;
 }
 
 export class DeviceNotFoundError extends NotFoundError {
@@ -52,57 +61,52 @@ export class DeviceNotFoundError extends NotFoundError {
 }
 
 /**
- * Owns every device's state: restores it at start, runs actions one at a time per
- * device, commits each new state before acknowledging it, then publishes it.
+ * Owns every device's state: restores it at start, runs actions and hardware feedback
+ * one at a time per device, commits each new state before acknowledging it, then
+ * emits it. Presenting devices on MQTT is the WB adapter's job, driven by the events.
  */
 export class DeviceManager {
   private readonly devices = new Map<string, ManagedDevice>();
   private readonly queue = new KeyedQueue();
   private readonly log: Logger;
   private accepting = false;
-  private stopCommands: (() => Promise<void>) | null = null;
-  private stopConnectHook: (() => void) | null = null;
-  private timings: { restoreMs: number; publishMs: number } | null = null;
+  private timings: { restoreMs: number } | null = null;
 
   constructor(private readonly deps: DeviceManagerDeps) {
     this.log = deps.log.child({ module: "devices" });
   }
 
-  /** Restores every `device:<id>`, sets drivers up, then publishes; nothing is published before restore. */
+  /** Restores every `device:<id>`, then sets drivers up with their restored state. Publishes nothing. */
   async initialize(): Promise<void> {
     if (this.accepting) return;
     const started = performance.now();
     const stored = await this.deps.state.readAll("device:", deviceRecordSchema);
     let restoredCount = 0;
     for (const definition of this.deps.devices) {
+      const id = definition.device_id;
       const factory = this.deps.drivers.get(definition.driver);
-      if (!factory) throw new Error(`no driver "${definition.driver}" for device ${definition.device_id}`);
-      const driver = factory.create(definition, { log: this.log.child({ device: definition.device_id }) });
-      const key = deviceKey(definition.device_id);
+      if (!factory) throw new Error(`no driver "${definition.driver}" for device ${id}`);
+      const driver = factory.create(definition, this.driverContext(id));
+      const key = deviceKey(id);
       const restored = this.restoreState(key, definition, driver, stored.get(key));
       if (restored) restoredCount += 1;
-      this.devices.set(definition.device_id, {
+      this.devices.set(id, {
         definition,
         driver,
         controls: deriveControls(definition, driver.controls()),
         state: restored?.state ?? driver.defaultState(),
         updatedAt: restored?.updatedAt ?? null,
-        failedControls: new Set(),
+        reachable: true,
       });
     }
-    for (const device of this.devices.values()) {
+    for (const [id, device] of this.devices) {
       try {
         await device.driver.setup?.(device.state);
       } catch (err) {
-        this.log.error({ device: device.definition.device_id, err: errorMessage(err) }, "driver setup failed");
+        this.log.error({ device: id, err: errorMessage(err) }, "driver setup failed");
       }
     }
-    const restored = performance.now();
-
-    this.stopCommands = await this.deps.mqtt.subscribe(wbTopics.allControlCommands, (m) => this.onCommand(m));
-    this.stopConnectHook = this.deps.mqtt.onConnect(() => this.publishAll());
-    if (this.deps.mqtt.connected) await this.publishAll();
-    this.timings = { restoreMs: restored - started, publishMs: performance.now() - restored };
+    this.timings = { restoreMs: performance.now() - started };
     this.log.info({ devices: this.devices.size, restored: restoredCount, ...this.timings }, "device states restored");
     this.accepting = true;
     for (const [id, device] of this.devices) {
@@ -120,24 +124,24 @@ export class DeviceManager {
   async shutdown(): Promise<void> {
     this.accepting = false;
     await this.queue.drain();
-    this.stopConnectHook?.();
-    this.stopConnectHook = null;
-    await this.stopCommands?.().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, "unsubscribe failed"));
-    this.stopCommands = null;
-    for (const device of this.devices.values()) {
+    for (const [id, device] of this.devices) {
       await device.driver.shutdown?.().catch((err: unknown) => {
-        this.log.error({ device: device.definition.device_id, err: errorMessage(err) }, "driver shutdown failed");
+        this.log.error({ device: id, err: errorMessage(err) }, "driver shutdown failed");
       });
     }
   }
 
-  /** How long initialize() spent restoring (read, validate, driver setup) and publishing. */
-  get startupTimings(): { restoreMs: number; publishMs: number } | null {
+  /** How long initialize() spent restoring (read, validate, driver setup). */
+  get startupTimings(): { restoreMs: number } | null {
     return this.timings;
   }
 
   list(): DeviceDefinition[] {
     return [...this.devices.values()].map((d) => d.definition);
+  }
+
+  ids(): string[] {
+    return [...this.devices.keys()];
   }
 
   get(id: string): DeviceDefinition {
@@ -152,13 +156,24 @@ export class DeviceManager {
     return view(id, this.require(id));
   }
 
+  snapshot(id: string): DeviceSnapshot {
+    const d = this.require(id);
+    return {
+      definition: d.definition,
+      controls: d.controls,
+      state: d.state,
+      reachable: d.reachable,
+      publishesWbDevice: d.driver.publishesWbDevice ?? true,
+    };
+  }
+
   has(id: string): boolean {
     return this.devices.has(id);
   }
 
   /**
    * Validates, runs the driver, validates the merged state, commits it, and only then
-   * publishes and emits. Resolves with the committed state.
+   * emits. Resolves with the committed state.
    */
   async performAction(id: string, action: string, params: unknown, source: ChangeSource): Promise<DeviceStateView> {
     const device = this.require(id);
@@ -173,24 +188,38 @@ export class DeviceManager {
     const parsed = paramsSchema(command.params).safeParse(params ?? {});
     if (!parsed.success) {
       const reason = parsed.error.issues.map((i) => `${i.path.join(".") || "params"}: ${i.message}`).join("; ");
-      throw new BadRequestError("invalid_params", `invalid params for ${id}.${action}: ${reason}`, parsed.error.issues);
+      const err = new BadRequestError("invalid_params", `invalid params for ${id}.${action}: ${reason}`, parsed.error.issues);
+      this.failed(id, action, source, err);
+      throw err;
     }
-    return this.queue.run(id, () => this.apply(id, device, action, parsed.data, source));
+    return this.queue.run(id, async () => {
+      try {
+        const change = await device.driver.handleAction(action, parsed.data, device.state);
+        return await this.commit(id, device, change, source, action);
+      } catch (err) {
+        this.failed(id, action, source, err);
+        throw err;
+      }
+    });
   }
 
-  private async apply(
+  private async commit(
     id: string,
     device: ManagedDevice,
-    action: string,
-    params: ParamValues,
+    change: Partial<JsonObject>,
     source: ChangeSource,
+    action?: string,
   ): Promise<DeviceStateView> {
-    const change = await device.driver.handleAction(action, params, device.state);
     const next = device.driver.stateSchema.safeParse({ ...device.state, ...change });
     if (!next.success) {
       this.log.error({ device: id, action }, "driver produced a state that fails its schema");
       throw new AppError(500, "invalid_driver_state", `driver ${device.definition.driver} produced an invalid state for ${id}`);
     }
+    const previous = device.state;
+    const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
+    // Feedback that repeats what is known is not a change: no write, no event.
+    if (!action && changed.length === 0) return view(id, device);
+
     const updatedAt = new Date();
     await this.deps.state.write(
       deviceKey(id),
@@ -202,16 +231,44 @@ export class DeviceManager {
       },
       deviceRecordSchema,
     );
-    const previous = device.state;
     device.state = next.data;
     device.updatedAt = updatedAt.getTime();
-    const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
-    // The commanded control's value is published even when unchanged: WB clients expect
-    // an answer on the value topic for every command they send.
-    this.publishValues(id, device, changed.includes(action) ? changed : [...changed, action]);
-    this.clearControlError(id, device, action);
-    this.deps.bus.emit("device.state", { deviceId: id, state: device.state, changed, restored: false, source });
+    this.deps.bus.emit("device.state", { deviceId: id, state: device.state, changed, restored: false, source, action });
     return view(id, device);
+  }
+
+  private failed(id: string, action: string, source: ChangeSource, err: unknown): void {
+    const unreachable = err instanceof DeviceUnreachableError;
+    if (unreachable) this.setReachable(id, false);
+    const code = err instanceof AppError ? err.code : "action_failed";
+    this.log.warn({ device: id, action, source, code }, "action failed");
+    this.deps.bus.emit("action.failed", { deviceId: id, action, source, code, message: errorMessage(err), unreachable });
+  }
+
+  private driverContext(id: string): DriverContext {
+    return {
+      log: this.log.child({ device: id }),
+      mqtt: {
+        publish: (topic, payload, options) => this.deps.mqtt.publish(topic, payload, options),
+        subscribe: (filter, handler) => this.deps.mqtt.subscribe(filter, handler),
+      },
+      report: (change) => {
+        const device = this.devices.get(id);
+        if (!device) return;
+        this.queue.run(id, () => this.commit(id, device, change, "device")).catch((err: unknown) => {
+          this.log.error({ device: id, err: errorMessage(err) }, "device feedback could not be applied");
+        });
+      },
+      setReachable: (reachable) => this.setReachable(id, reachable),
+    };
+  }
+
+  private setReachable(id: string, reachable: boolean): void {
+    const device = this.devices.get(id);
+    if (!device || device.reachable === reachable) return;
+    device.reachable = reachable;
+    this.log.info({ device: id, reachable }, "device reachability changed");
+    this.deps.bus.emit("device.reachability", { deviceId: id, reachable });
   }
 
   private restoreState(
@@ -243,79 +300,6 @@ export class DeviceManager {
     return { state: parsed.data, updatedAt: Number.isNaN(updatedAt) ? null : updatedAt };
   }
 
-  private onCommand(message: InboundMessage): void {
-    const target = parseControlOnTopic(message.topic);
-    if (!target) return;
-    const device = this.devices.get(target.device);
-    // Other devices on the same broker (real WB hardware) are not ours to handle.
-    if (!device) return;
-    if (message.retain) {
-      this.log.debug({ device: target.device, control: target.control }, "ignoring retained command");
-      return;
-    }
-    const control = device.controls.find((c) => c.id === target.control);
-    const action = control?.action;
-    const command = action ? device.definition.commands[action] : undefined;
-    if (!action || !command) {
-      this.rejectCommand(target.device, device, target.control, `control "${target.control}" accepts no commands`);
-      return;
-    }
-    const params = payloadParams(command, message.payload.toString("utf8"));
-    if (!params.ok) {
-      this.rejectCommand(target.device, device, target.control, params.reason);
-      return;
-    }
-    this.performAction(target.device, action, params.value, "mqtt").catch((err: unknown) => {
-      const expected = err instanceof AppError && err.statusCode < 500;
-      this.rejectCommand(target.device, device, target.control, errorMessage(err), !expected);
-    });
-  }
-
-  private rejectCommand(id: string, device: ManagedDevice, control: string, reason: string, serverSide = false): void {
-    const log = serverSide ? this.log.error.bind(this.log) : this.log.warn.bind(this.log);
-    log({ device: id, control, reason }, "MQTT command rejected");
-    device.failedControls.add(control);
-    void this.publishRetained(wbTopics.controlError(id, control), "w");
-  }
-
-  private clearControlError(id: string, device: ManagedDevice, control: string): void {
-    if (!device.failedControls.delete(control)) return;
-    void this.publishRetained(wbTopics.controlError(id, control), "");
-  }
-
-  private publishValues(id: string, device: ManagedDevice, fields: readonly string[]): void {
-    for (const [topic, payload] of valueMessages(id, device, fields)) void this.publishRetained(topic, payload);
-  }
-
-  /**
-   * Every device's meta and current values; runs at start and after every reconnect.
-   * Publishes in windows so thousands of devices neither flood the broker nor block
-   * the event loop, and resolves once the broker has acknowledged them all.
-   */
-  private async publishAll(): Promise<void> {
-    let window: Promise<void>[] = [];
-    for (const [id, device] of this.devices) {
-      for (const [topic, payload] of deviceMessages(id, device)) {
-        window.push(this.publishRetained(topic, payload));
-        if (window.length >= PUBLISH_WINDOW) {
-          await Promise.all(window);
-          window = [];
-        }
-      }
-    }
-    await Promise.all(window);
-  }
-
-  /**
-   * Never rejects: the state is already committed, and a broker that is away gets
-   * everything again from publishAll() when it comes back.
-   */
-  private publishRetained(topic: string, payload: string): Promise<void> {
-    return this.deps.mqtt.publish(topic, payload, { retain: true, qos: 1 }).catch((err: unknown) => {
-      this.log.debug({ topic, err: errorMessage(err) }, "publish skipped");
-    });
-  }
-
   private require(id: string): ManagedDevice {
     const device = this.devices.get(id);
     if (!device) throw new DeviceNotFoundError(id);
@@ -323,47 +307,11 @@ export class DeviceManager {
   }
 }
 
-const PUBLISH_WINDOW = 512;
-
-function valueMessages(id: string, device: ManagedDevice, fields: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (const control of device.controls) {
-    if (!control.field || !fields.includes(control.field)) continue;
-    const payload = encodeWbValue(control.meta.type, device.state[control.field]);
-    if (payload !== null) out.push([wbTopics.control(id, control.id), payload]);
-  }
-  return out;
-}
-
-/** The retained topics that make up a WB virtual device: meta, control metas, values. */
-function deviceMessages(id: string, device: ManagedDevice): Array<[string, string]> {
-  const name = device.definition.device_name;
-  return [
-    [wbTopics.deviceMeta(id), JSON.stringify({ driver: "wb-bridge", title: { en: name } })],
-    [wbTopics.deviceMetaName(id), name],
-    ...device.controls.map((c): [string, string] => [wbTopics.controlMeta(id, c.id), JSON.stringify(c.meta)]),
-    ...valueMessages(id, device, Object.keys(device.state)),
-  ];
-}
-
 function view(id: string, device: ManagedDevice): DeviceStateView {
   return {
     id,
     state: device.state,
     updated_at: device.updatedAt === null ? null : new Date(device.updatedAt).toISOString(),
+    reachable: device.reachable,
   };
-}
-
-/** The `/on` payload becomes the command's first param; a command without params ignores it. */
-function payloadParams(
-  command: CommandSpec,
-  payload: string,
-): { ok: true; value: ParamValues } | { ok: false; reason: string } {
-  const first = command.params[0];
-  if (!first) return { ok: true, value: {} };
-  const value = parsePayload(first, payload);
-  if (value === undefined) {
-    return { ok: false, reason: `payload is not a valid ${first.type} for param "${first.name}"` };
-  }
-  return { ok: true, value: { [first.name]: value } };
 }

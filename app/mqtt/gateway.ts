@@ -19,6 +19,11 @@ export interface PublishOptions {
   qos?: 0 | 1;
 }
 
+export interface OutboundMessage extends PublishOptions {
+  topic: string;
+  payload: string;
+}
+
 export interface MqttGatewayOptions {
   url: string;
   clientId: string;
@@ -164,6 +169,27 @@ export class MqttGateway {
         else resolve();
       });
     });
+  }
+
+  /**
+   * Publishes many messages with at most `window` unacknowledged at a time, so thousands
+   * of retained topics neither flood the broker nor block the event loop. Never rejects:
+   * failures are logged (topic only) and the rest still go out.
+   */
+  async publishMany(messages: Iterable<OutboundMessage>, window = 512): Promise<void> {
+    let inFlight: Promise<void>[] = [];
+    for (const m of messages) {
+      inFlight.push(
+        this.publish(m.topic, m.payload, m).catch((err: unknown) => {
+          this.log.debug({ topic: m.topic, err: errorMessage(err) }, "publish skipped");
+        }),
+      );
+      if (inFlight.length >= window) {
+        await Promise.all(inFlight);
+        inFlight = [];
+      }
+    }
+    await Promise.all(inFlight);
   }
 
   /** Registers a handler; the filter is (re)subscribed on every connect. Returns an unsubscribe. */

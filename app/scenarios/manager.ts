@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { ScenarioDefinition, ScenarioStep } from "../config/scenario.js";
 import type { DeviceManager } from "../devices/manager.js";
+import type { MqttGateway } from "../mqtt/gateway.js";
 import type { EventSink } from "../shared/event-bus.js";
 import { errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
@@ -24,6 +25,8 @@ export interface ScenarioManagerDeps {
   state: StateService;
   bus: EventSink<ScenarioEvents>;
   log: Logger;
+  /** For the scenario system's WB virtual device. */
+  mqtt?: MqttGateway;
   sleep?: Sleep;
   now?: () => Date;
 }

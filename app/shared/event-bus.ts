@@ -5,13 +5,18 @@ export interface EventSink<Events> {
   emit<K extends keyof Events>(event: K, payload: Events[K]): void;
 }
 
+/** The listening side only: what a consumer of events needs. */
+export interface EventSource<Events> {
+  on<K extends keyof Events>(event: K, listener: (payload: Events[K]) => void | Promise<void>): () => void;
+}
+
 type Listener<P> = (payload: P) => void | Promise<void>;
 
 /**
  * Typed event bus. A listener's failure (thrown or rejected) is logged and never
  * reaches the emitter: a broken SSE client or metric must not fail a device action.
  */
-export class EventBus<Events extends Record<string, unknown>> implements EventSink<Events> {
+export class EventBus<Events extends Record<string, unknown>> implements EventSink<Events>, EventSource<Events> {
   private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
 
   constructor(private readonly log: Logger) {}

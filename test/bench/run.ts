@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     const restore = await benchRestore(root, settings.restoreDevices);
     log(`  seeding the database: ${fmt(restore.seedMs)} ms; writing + loading config: ${fmt(restore.loadConfigMs)} ms`);
     log(`  app.ready() (restore + init): ${fmt(restore.readyMs)} ms${restore.notRestored === 0 ? "" : `  (WARNING: ${restore.notRestored} devices did not get their stored volume back)`}`);
-    log(`    of which restore (read + validate + driver setup): ${fmt(restore.restoreMs)} ms; publishing WB meta and values: ${fmt(restore.publishMs)} ms`);
+    log(`    of which restore (read + validate + driver setup): ${fmt(restore.restoreMs)} ms; the rest (publishing WB meta and values, scenarios): ${fmt(restore.publishMs)} ms`);
     log(`  store.list("device:"): ${fmt(restore.listMs)} ms for ${restore.listedEntries} entries`);
     log(`  app.close(): ${fmt(restore.closeMs)} ms`);
 

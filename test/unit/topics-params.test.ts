@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { paramsSchema, parsePayload } from "../../app/config/params.js";
 import { assertPublishableTopic, parseControlOnTopic, topicMatches, wbTopics } from "../../app/mqtt/topics.js";
-import { encodeWbValue } from "../../app/mqtt/wb-values.js";
+import { encodeWbError, encodeWbValue } from "../../app/mqtt/wb-values.js";
 
 describe("Wiren Board topics", () => {
   it("builds the convention's topic names", () => {
@@ -36,15 +36,33 @@ describe("Wiren Board topics", () => {
   });
 
   it("encodes values per control type and never yields an empty retained payload", () => {
-    expect(encodeWbValue("switch", true)).toBe("1");
-    expect(encodeWbValue("switch", false)).toBe("0");
-    expect(encodeWbValue("range", 42)).toBe("42");
-    expect(encodeWbValue("value", 21.5)).toBe("21.5");
-    expect(encodeWbValue("range", "x")).toBeNull();
-    expect(encodeWbValue("text", "hdmi1")).toBe("hdmi1");
-    expect(encodeWbValue("text", "")).toBeNull();
-    expect(encodeWbValue("text", null)).toBeNull();
-    expect(encodeWbValue("pushbutton", true)).toBeNull();
+    expect(encodeWbValue({ type: "switch" }, true)).toBe("1");
+    expect(encodeWbValue({ type: "switch" }, false)).toBe("0");
+    expect(encodeWbValue({ type: "range" }, 42)).toBe("42");
+    expect(encodeWbValue({ type: "value" }, 21.5)).toBe("21.5");
+    expect(encodeWbValue({ type: "range" }, "x")).toBeNull();
+    expect(encodeWbValue({ type: "text" }, "hdmi1")).toBe("hdmi1");
+    expect(encodeWbValue({ type: "text" }, "")).toBeNull();
+    expect(encodeWbValue({ type: "text" }, null)).toBeNull();
+    expect(encodeWbValue({ type: "pushbutton" }, true)).toBeNull();
+    expect(encodeWbValue({ type: "value", precision: 0.1 }, 21.04)).toBe("21.0");
+    expect(encodeWbValue({ type: "value", precision: 0.5 }, 21.8)).toBe("22.0");
+    expect(encodeWbValue({ type: "value", precision: 1 }, 21.5)).toBe("22");
+    expect(encodeWbValue({ type: "value" }, Number.NaN)).toBeNull();
+    expect(encodeWbValue({ type: "rgb" }, { r: 255, g: 0, b: 12 })).toBe("255;0;12");
+    expect(encodeWbValue({ type: "rgb" }, [1, 2, 3])).toBe("1;2;3");
+    expect(encodeWbValue({ type: "rgb" }, "10;20;30")).toBe("10;20;30");
+    expect(encodeWbValue({ type: "rgb" }, "10;20")).toBeNull();
+    expect(encodeWbValue({ type: "rgb" }, [256, 0, 0])).toBeNull();
+    expect(encodeWbValue({ type: "alarm" }, 1)).toBe("1");
+  });
+});
+
+describe("error flags", () => {
+  it("combines r, w and p in a fixed order and clears with an empty string", () => {
+    expect(encodeWbError(new Set(["w", "r"]))).toBe("rw");
+    expect(encodeWbError(new Set(["p"]))).toBe("p");
+    expect(encodeWbError(new Set())).toBe("");
   });
 });
 
