@@ -61,7 +61,7 @@ export class Bridge {
   ) {
     this.log = log.child({ module: "lifespan" });
     const registry = new DriverRegistry([...builtinDrivers, ...(overrides.drivers ?? [])]);
-    const problems = registry.validate(config.devices);
+    const problems = registry.validate(config.devices, log);
     if (problems.length > 0) throw new ConfigError(problems);
 
     const { system } = config;

@@ -3,6 +3,7 @@ import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod
 import type { AppConfig } from "./config/loader.js";
 import { devicesRoutes } from "./http/devices.js";
 import { registerErrorHandlers } from "./http/errors.js";
+import { eventsRoutes, type EventsOptions } from "./http/events.js";
 import { scenariosRoutes } from "./http/scenarios.js";
 import { systemRoutes } from "./http/system.js";
 import { Bridge, type BridgeOverrides } from "./lifespan.js";
@@ -17,6 +18,7 @@ declare module "fastify" {
 
 export interface BuildAppOverrides extends BridgeOverrides {
   logger?: Logger;
+  events?: EventsOptions;
 }
 
 /**
@@ -49,5 +51,6 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   await app.register(systemRoutes(bridge));
   await app.register(devicesRoutes(bridge));
   await app.register(scenariosRoutes(bridge));
+  await app.register(eventsRoutes(bridge, overrides.events));
   return app;
 }

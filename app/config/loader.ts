@@ -1,11 +1,12 @@
 import { readdir, readFile } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
+import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "../scenarios/wb-names.js";
 import { ConfigError, errorMessage } from "../shared/errors.js";
 import { deviceConfigSchema, type DeviceDefinition } from "./device.js";
 import { describeIssues } from "./issues.js";
 import { paramsSchema } from "./params.js";
-import { scenarioConfigSchema, type ScenarioDefinition } from "./scenario.js";
+import { scenarioConfigSchema, type ScenarioDefinition, type ScenarioStep, type StepList } from "./scenario.js";
 import { logLevelSchema, systemConfigSchema, type SystemConfig } from "./system.js";
 
 export interface AppConfig {
@@ -106,9 +107,18 @@ function checkUniqueIds<T extends { file: string }>(items: T[], field: string, i
   return problems;
 }
 
+/**
+ * What the scenario schema cannot see on its own: the devices and their commands.
+ * Problems name the file and the step, e.g. `movie.json: startup[1].action: ...`.
+ */
 function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: DeviceDefinition[]): string[] {
   const byId = new Map(devices.map((d) => [d.device_id, d]));
   const problems: string[] = [];
+  for (const device of devices) {
+    if (device.device_id === SCENARIO_DEVICE_ID) {
+      problems.push(`${device.file}: device_id: "${SCENARIO_DEVICE_ID}" is reserved for the scenario system's WB device`);
+    }
+  }
   for (const scenario of scenarios) {
     const where = scenario.file;
     scenario.devices.forEach((id, i) => {
@@ -119,28 +129,58 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
         problems.push(`${where}: roles.${role}: device "${id}" is not in this scenario's devices`);
       }
     }
+    problems.push(...checkRoleControls(scenario, byId));
     for (const list of ["startup", "shutdown"] as const) {
-      scenario[list].forEach((step, i) => {
-        const at = `${where}: ${list}[${i}]`;
-        const device = byId.get(step.device);
-        if (!device) {
-          problems.push(`${at}.device: unknown device "${step.device}"`);
-          return;
-        }
-        if (!scenario.devices.includes(step.device)) {
-          problems.push(`${at}.device: "${step.device}" is not in this scenario's devices`);
-        }
-        const command = device.commands[step.action];
-        if (!command) {
-          const known = Object.keys(device.commands).join(", ") || "none";
-          problems.push(`${at}.action: device "${step.device}" has no command "${step.action}" (known: ${known})`);
-          return;
-        }
-        const params = paramsSchema(command.params).safeParse(step.params ?? {});
-        if (!params.success) {
-          problems.push(...describeIssues(where, params.error.issues, [list, i, "params"]));
-        }
-      });
+      scenario[list].forEach((step, i) => problems.push(...checkStep(scenario, list, i, step, byId)));
+    }
+  }
+  return problems;
+}
+
+function checkStep(
+  scenario: ScenarioDefinition,
+  list: StepList,
+  index: number,
+  step: ScenarioStep,
+  byId: ReadonlyMap<string, DeviceDefinition>,
+): string[] {
+  const at = `${scenario.file}: ${list}[${index}]`;
+  // A role step's device was checked with the role (roles.<role>); say it once.
+  const target = step.role !== undefined ? `role "${step.role}" (device "${step.device}")` : `device "${step.device}"`;
+  const device = byId.get(step.device);
+  if (!device) return step.role !== undefined ? [] : [`${at}.device: unknown device "${step.device}"`];
+  const problems: string[] = [];
+  if (step.role === undefined && !scenario.devices.includes(step.device)) {
+    problems.push(`${at}.device: "${step.device}" is not in this scenario's devices`);
+  }
+  const command = device.commands[step.action];
+  if (!command) {
+    const known = Object.keys(device.commands).join(", ") || "none";
+    problems.push(`${at}.action: ${target} has no command "${step.action}" (known: ${known})`);
+    return problems;
+  }
+  const params = paramsSchema(command.params).safeParse(step.params ?? {});
+  if (!params.success) {
+    problems.push(...describeIssues(scenario.file, params.error.issues, [list, index, "params"]));
+  }
+  return problems;
+}
+
+/** Two role pushbuttons with one WB control name would shadow each other on MQTT. */
+function checkRoleControls(scenario: ScenarioDefinition, byId: ReadonlyMap<string, DeviceDefinition>): string[] {
+  const seen = new Map<string, string>();
+  const problems: string[] = [];
+  for (const [role, id] of Object.entries(scenario.roles)) {
+    const device = byId.get(id);
+    if (!device) continue;
+    for (const action of roleButtonActions(device)) {
+      const control = roleControlId(role, action);
+      const first = seen.get(control);
+      if (first) {
+        problems.push(`${scenario.file}: roles.${role}: WB control "${control}" is also made by role "${first}"; rename one of the roles`);
+      } else {
+        seen.set(control, role);
+      }
     }
   }
   return problems;

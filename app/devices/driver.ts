@@ -5,6 +5,7 @@ import type { ParamValues } from "../config/scenario.js";
 import type { MessageHandler, PublishOptions } from "../mqtt/gateway.js";
 import type { WbControlType } from "../mqtt/wb-values.js";
 import { AppError } from "../shared/errors.js";
+import { unknownControlOverrides } from "./controls.js";
 import type { JsonObject } from "../shared/json.js";
 
 /** A state field shown as a Wiren Board control. */
@@ -87,6 +88,18 @@ export class DeviceUnreachableError extends AppError {
   }
 }
 
+function inertContext(log: Logger): DriverContext {
+  return {
+    log,
+    mqtt: {
+      publish: () => Promise.reject(new Error("not started")),
+      subscribe: () => Promise.reject(new Error("not started")),
+    },
+    report: () => undefined,
+    setReachable: () => undefined,
+  };
+}
+
 export class DriverRegistry {
   private readonly factories = new Map<string, DriverFactory>();
 
@@ -102,15 +115,24 @@ export class DriverRegistry {
     return [...this.factories.keys()];
   }
 
-  /** Problems across all devices; empty when every device's driver exists and accepts its config. */
-  validate(devices: readonly DeviceDefinition[]): string[] {
+  /**
+   * Problems across all devices; empty when every device's driver exists, accepts its
+   * config, and every control override names one of the device's controls.
+   */
+  validate(devices: readonly DeviceDefinition[], log: Logger): string[] {
     const problems: string[] = [];
     for (const device of devices) {
       const factory = this.factories.get(device.driver);
       if (!factory) {
         problems.push(`${device.file}: driver: unknown driver "${device.driver}" (known: ${this.names().join(", ")})`);
-      } else {
-        problems.push(...factory.validate(device));
+        continue;
+      }
+      const own = factory.validate(device);
+      problems.push(...own);
+      if (own.length === 0 && Object.keys(device.controls).length > 0) {
+        // Constructing a driver does no I/O, so an inert context is enough to ask for its controls.
+        const driver = factory.create(device, inertContext(log));
+        problems.push(...unknownControlOverrides(device, driver.controls()));
       }
     }
     return problems;

@@ -5,6 +5,7 @@ import { loadConfig } from "../../app/config/loader.js";
 import { DriverRegistry } from "../../app/devices/driver.js";
 import { simulatedDriverFactory } from "../../app/devices/drivers/simulated.js";
 import { ConfigError } from "../../app/shared/errors.js";
+import { createLogger } from "../../app/observability/logger.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 
 async function problemsOf(promise: Promise<unknown>): Promise<string[]> {
@@ -156,11 +157,27 @@ describe("loadConfig", () => {
     expect(config.system.mqtt.embedded.port).not.toBe(1883);
     expect(config.system.http.host).toBe("127.0.0.1");
     expect(config.devices.length).toBeGreaterThan(0);
-    expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices)).toEqual([]);
+    expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices, createLogger("silent"))).toEqual([]);
   });
 });
 
 describe("driver config validation", () => {
+  it("rejects control overrides that name no control, and accepts the others", async () => {
+    const dir = await tempDir();
+    const configDir = await writeConfigDir(dir.path, {
+      devices: [
+        simulatedDevice("tv", {
+          controls: { volume: { title: { ru: "Громкость" } }, power_on: { order: 40 }, warp: { type: "switch" } },
+        }),
+      ],
+    });
+    const config = await loadConfig({ configDir, env: {}, cwd: dir.path });
+    await dir.remove();
+    expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices, createLogger("silent"))).toEqual([
+      'config/devices/tv.json: controls.warp: no state field or command named "warp"',
+    ]);
+  });
+
   it("names file and field for driver-specific problems", () => {
     const registry = new DriverRegistry([simulatedDriverFactory]);
     const device = {
@@ -169,7 +186,7 @@ describe("driver config validation", () => {
       config: { inputs: [] },
       commands: { fly: { params: [] }, volume: { params: [{ name: "level", type: "string", required: true }] } },
     };
-    const problems = registry.validate([device as never, { ...device, driver: "teleporter" } as never]);
+    const problems = registry.validate([device as never, { ...device, driver: "teleporter" } as never], createLogger("silent"));
     expect(problems).toEqual([
       expect.stringMatching(/^config\/devices\/tv\.json: config\.inputs: /),
       expect.stringMatching(/^config\/devices\/tv\.json: commands\.fly: the simulated driver has no command "fly"/),
