@@ -29,6 +29,8 @@ export const deviceStateSchema = z.object({
   id: z.string(),
   state: jsonObjectSchema,
   updated_at: z.string().nullable(),
+  /** False while the hardware does not answer; `state` then holds the last good values. */
+  reachable: z.boolean(),
 });
 
 export const actionBodySchema = z

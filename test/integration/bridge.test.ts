@@ -257,6 +257,7 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
       id: "tv",
       state: { power: false, volume: 20, muted: false, input: "hdmi1" },
       updated_at: null,
+      reachable: true,
     });
     expect((await app.inject({ url: "/devices/amp/state" })).json().state).toEqual({
       power: true,
