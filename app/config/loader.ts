@@ -1,7 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
-import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "../scenarios/wb-names.js";
+import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "./scenario-wb-names.js";
 import { ConfigError, errorMessage } from "../shared/errors.js";
 import { deviceConfigSchema, type DeviceDefinition } from "./device.js";
 import { describeIssues } from "./issues.js";

@@ -8,6 +8,7 @@ export const STREAMED_EVENTS = [
   "device.reachability",
   "action.failed",
   "scenario.switched",
+  "scenario.shutdown",
 ] as const satisfies ReadonlyArray<keyof BridgeEvents>;
 
 export interface EventsOptions {

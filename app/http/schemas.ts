@@ -39,14 +39,3 @@ export const actionBodySchema = z
     params: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
   })
   .strict();
-
-export const scenarioSummarySchema = z.object({
-  id: z.string(),
-  name: z.string(),
-  description: z.string().nullable(),
-  room: z.string().nullable(),
-  devices: z.array(z.string()),
-  roles: z.record(z.string(), z.string()),
-});
-
-export const switchBodySchema = z.object({ id: wbIdSchema }).strict();

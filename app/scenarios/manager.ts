@@ -1,22 +1,36 @@
 import type { Logger } from "pino";
-import type { ScenarioDefinition, ScenarioStep } from "../config/scenario.js";
+import type { ParamValues, ScenarioDefinition } from "../config/scenario.js";
 import type { DeviceManager } from "../devices/manager.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
 import type { EventSink } from "../shared/event-bus.js";
-import { errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
+import { BadRequestError, ConflictError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
+import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import { realSleep, type Sleep } from "../shared/sleep.js";
 import type { StateService } from "../state/service.js";
+import { conditionFields } from "../config/condition.js";
+import {
+  runEveryStep,
+  runSteps,
+  sharedDevices,
+  skipSharedDevices,
+  skipSharedPower,
+  type StepLog,
+  type StepRunnerDeps,
+} from "./runner.js";
 import {
   SCENARIO_LAST_KEY,
   scenarioStateSchema,
-  type FailedStep,
+  type ScenarioChangeResult,
+  type ScenarioShutdownEvent,
   type ScenarioState,
   type ScenarioSwitchedEvent,
 } from "./state.js";
+import { ScenarioWbDevice, type ScenarioCommands } from "./wb-device.js";
 
 export interface ScenarioEvents extends Record<string, unknown> {
   "scenario.switched": ScenarioSwitchedEvent;
+  "scenario.shutdown": ScenarioShutdownEvent;
 }
 
 export interface ScenarioManagerDeps {
@@ -25,10 +39,28 @@ export interface ScenarioManagerDeps {
   state: StateService;
   bus: EventSink<ScenarioEvents>;
   log: Logger;
-  /** For the scenario system's WB virtual device. */
-  mqtt?: MqttGateway;
+  /** For the scenario system's WB virtual device; without it (unit tests) there is none. */
+  mqtt?: Pick<MqttGateway, "publish" | "subscribe" | "onConnect" | "connected">;
   sleep?: Sleep;
   now?: () => Date;
+}
+
+export interface SwitchOptions {
+  /**
+   * Default true: the outgoing scenario's shutdown runs only for devices the incoming
+   * one does not use. False runs the whole outgoing shutdown, except power steps for
+   * shared devices (those are never power-cycled).
+   */
+  graceful?: boolean;
+}
+
+export interface RoleActionResult {
+  scenario_id: string;
+  role: string;
+  device: string;
+  action: string;
+  state: JsonObject;
+  updated_at: string | null;
 }
 
 export class ScenarioNotFoundError extends NotFoundError {
@@ -37,51 +69,95 @@ export class ScenarioNotFoundError extends NotFoundError {
   }
 }
 
+export class NoActiveScenarioError extends NotFoundError {
+  constructor() {
+    super("no_active_scenario", "no scenario is active");
+  }
+}
+
+export class ScenarioActiveError extends ConflictError {
+  constructor(id: string) {
+    super("scenario_active", `scenario "${id}" is active; switch to another or shut it down first`, { active: id });
+  }
+}
+
+export class RoleNotFoundError extends NotFoundError {
+  constructor(scenario: ScenarioDefinition, role: string) {
+    const known = Object.keys(scenario.roles).join(", ") || "none";
+    super("role_not_found", `the active scenario "${scenario.scenario_id}" has no role "${role}" (known: ${known})`);
+  }
+}
+
 /**
- * Switches scenarios the way a universal remote does: devices the incoming scenario
- * keeps are left alone, the others are shut down, then the incoming startup runs.
- * One switch at a time; the result is persisted as `scenario:last`.
+ * Runs scenarios the way a universal remote does: a switch keeps the devices both
+ * scenarios use (never power-cycled), shuts the others down and runs the incoming
+ * startup. One change at a time; each is persisted as `scenario:last`, and step
+ * failures are collected into the result, never thrown.
  */
-export class ScenarioManager {
+export class ScenarioManager implements ScenarioCommands {
   private readonly byId: Map<string, ScenarioDefinition>;
   private readonly queue = new KeyedQueue();
   private readonly log: Logger;
-  private readonly sleep: Sleep;
+  private readonly runner: StepRunnerDeps;
   private readonly now: () => Date;
+  private readonly wb: ScenarioWbDevice | null;
   private current: ScenarioState | null = null;
   private accepting = false;
 
   constructor(private readonly deps: ScenarioManagerDeps) {
     this.byId = new Map(deps.scenarios.map((s) => [s.scenario_id, s]));
     this.log = deps.log.child({ module: "scenarios" });
-    this.sleep = deps.sleep ?? realSleep;
+    this.runner = { devices: deps.devices, sleep: deps.sleep ?? realSleep, log: this.log };
     this.now = deps.now ?? (() => new Date());
+    // Without scenarios there is nothing to show on MQTT.
+    this.wb =
+      deps.mqtt && deps.scenarios.length > 0
+        ? new ScenarioWbDevice({
+            mqtt: deps.mqtt,
+            scenarios: deps.scenarios,
+            devices: deps.devices,
+            commands: this,
+            log: this.log.child({ part: "wb-device" }),
+          })
+        : null;
   }
 
-  /** Restores `scenario:last`. Sends no device command: the devices restored their own state. */
+  /**
+   * Restores `scenario:last` as tracking only: no device command is sent (the devices
+   * restored their own state). Then the WB device is published.
+   */
   async initialize(): Promise<void> {
+    if (this.accepting) return;
     const stored = await this.deps.state.read(SCENARIO_LAST_KEY, scenarioStateSchema);
     if (stored.status === "ok") {
-      if (this.byId.has(stored.value.scenario_id)) {
+      const id = stored.value.scenario_id;
+      if (id === null || this.byId.has(id)) {
         this.current = stored.value;
-        this.log.info({ scenario: stored.value.scenario_id }, "last scenario restored");
+        this.log.info({ scenario: id }, id === null ? "no scenario was active" : "last scenario restored");
       } else {
-        this.log.warn({ key: SCENARIO_LAST_KEY, scenario: stored.value.scenario_id }, "last scenario is no longer configured");
+        this.log.warn({ key: SCENARIO_LAST_KEY, scenario: id }, "last scenario is no longer configured");
       }
     } else if (stored.status === "invalid") {
       this.log.warn({ key: SCENARIO_LAST_KEY }, "stored scenario state is unreadable; no scenario active (row kept)");
     }
+    this.warnAboutConditionFields();
     this.accepting = true;
+    await this.wb?.start(this.activeScenario());
   }
 
-  /** Stops accepting switches and waits for a running one to finish. */
+  /** Stops accepting changes, waits for a running one to finish, removes the WB device's hooks. */
   async shutdown(): Promise<void> {
     this.accepting = false;
     await this.queue.drain();
+    await this.wb?.stop();
   }
 
   list(): ScenarioDefinition[] {
     return [...this.byId.values()];
+  }
+
+  has(id: string): boolean {
+    return this.byId.has(id);
   }
 
   get(id: string): ScenarioDefinition {
@@ -90,52 +166,175 @@ export class ScenarioManager {
     return scenario;
   }
 
+  /** The last change (null before the first one ever); `scenario_id` null when none is active. */
   state(): ScenarioState | null {
     return this.current;
   }
 
-  async switch(id: string): Promise<ScenarioState> {
-    const incoming = this.get(id);
-    if (!this.accepting) throw new ServiceUnavailableError("not_ready", "the bridge is not accepting scenario switches right now");
-    return this.queue.run("switch", () => this.run(incoming));
+  activeScenario(): ScenarioDefinition | null {
+    const id = this.current?.scenario_id;
+    return id ? (this.byId.get(id) ?? null) : null;
   }
 
-  private async run(incoming: ScenarioDefinition): Promise<ScenarioState> {
-    const from = this.current?.scenario_id ?? null;
-    const outgoing = from !== null && from !== incoming.scenario_id ? this.byId.get(from) : undefined;
-    const failed: FailedStep[] = [];
-    this.log.info({ from, to: incoming.scenario_id }, "switching scenario");
+  /** Switches to `id`; starting it when none is active, a no-op when it already is. */
+  async switch(id: string, options: SwitchOptions = {}): Promise<ScenarioChangeResult> {
+    const incoming = this.get(id);
+    this.assertAccepting();
+    return this.queue.run("change", () => this.runSwitch(incoming, options.graceful ?? true));
+  }
 
+  /** Runs the startup of `id`; 409 when a scenario is already active (use switch). */
+  async start(id: string): Promise<ScenarioChangeResult> {
+    const incoming = this.get(id);
+    this.assertAccepting();
+    return this.queue.run("change", async () => {
+      const active = this.activeScenario();
+      if (active) throw new ScenarioActiveError(active.scenario_id);
+      const log: StepLog = { failed: [], skipped: [] };
+      this.log.info({ to: id }, "starting scenario");
+      await runSteps(this.runner, "startup", incoming.startup, runEveryStep, log);
+      const result = await this.commit("start", null, incoming, log);
+      this.emitSwitched(result, "start", incoming.scenario_id);
+      return result;
+    });
+  }
+
+  /** Runs the active scenario's shutdown; afterwards none is active. 404 when none is. */
+  async shutdownActive(): Promise<ScenarioChangeResult> {
+    this.assertAccepting();
+    return this.queue.run("change", async () => {
+      const active = this.activeScenario();
+      if (!active) throw new NoActiveScenarioError();
+      const log: StepLog = { failed: [], skipped: [] };
+      this.log.info({ from: active.scenario_id }, "shutting scenario down");
+      await runSteps(this.runner, "shutdown", active.shutdown, runEveryStep, log);
+      const result = await this.commit("shutdown", active.scenario_id, null, log);
+      this.deps.bus.emit("scenario.shutdown", {
+        scenario_id: active.scenario_id,
+        success: result.success,
+        failed_steps: result.failed_steps,
+        state: result.state,
+      });
+      return result;
+    });
+  }
+
+  /**
+   * Performs `action` on the device behind `role` in the active scenario. Queued with
+   * switches, so a press during a switch applies to the scenario that results.
+   */
+  async roleAction(role: string, action: string, params: ParamValues = {}): Promise<RoleActionResult> {
+    this.assertAccepting();
+    return this.queue.run("change", async () => {
+      const active = this.activeScenario();
+      if (!active) throw new NoActiveScenarioError();
+      const deviceId = active.roles[role];
+      if (deviceId === undefined) throw new RoleNotFoundError(active, role);
+      const commands = this.deps.devices.get(deviceId).commands;
+      if (!Object.hasOwn(commands, action)) {
+        const known = Object.keys(commands).join(", ") || "none";
+        throw new BadRequestError("unknown_action", `role "${role}" (device "${deviceId}") has no action "${action}" (known: ${known})`);
+      }
+      const view = await this.deps.devices.performAction(deviceId, action, params, "scenario");
+      return { scenario_id: active.scenario_id, role, device: deviceId, action, state: view.state, updated_at: view.updated_at };
+    });
+  }
+
+  private async runSwitch(incoming: ScenarioDefinition, graceful: boolean): Promise<ScenarioChangeResult> {
+    const outgoing = this.activeScenario();
+    if (outgoing?.scenario_id === incoming.scenario_id && this.current) {
+      return noop(incoming.scenario_id, this.current);
+    }
+    const log: StepLog = { failed: [], skipped: [] };
+    const from = outgoing?.scenario_id ?? null;
+    this.log.info({ from, to: incoming.scenario_id, graceful }, "switching scenario");
+    const shared = outgoing ? sharedDevices(outgoing, incoming) : new Set<string>();
     if (outgoing) {
-      const kept = new Set(incoming.devices);
-      for (const [index, step] of outgoing.shutdown.entries()) {
-        if (!kept.has(step.device)) await this.runStep("shutdown", index, step, failed);
+      const filter = graceful ? skipSharedDevices(shared) : skipSharedPower(shared);
+      await runSteps(this.runner, "shutdown", outgoing.shutdown, filter, log);
+    }
+    await runSteps(this.runner, "startup", incoming.startup, skipSharedPower(shared), log);
+    const result = await this.commit("switch", from, incoming, log);
+    this.emitSwitched(result, "switch", incoming.scenario_id);
+    return result;
+  }
+
+  /**
+   * Persists the outcome. Tracking follows what the devices did even when the write
+   * fails (the next switch must diff against reality); the caller then gets the error.
+   */
+  private async commit(
+    operation: ScenarioChangeResult["operation"],
+    from: string | null,
+    to: ScenarioDefinition | null,
+    log: StepLog,
+  ): Promise<ScenarioChangeResult> {
+    const state: ScenarioState = {
+      scenario_id: to?.scenario_id ?? null,
+      devices: to ? Object.fromEntries(to.devices.map((d) => [d, this.deps.devices.getState(d).state])) : {},
+      switched_at: this.now().toISOString(),
+      failed_steps: log.failed,
+    };
+    let writeError: unknown = null;
+    try {
+      await this.deps.state.write(SCENARIO_LAST_KEY, state, scenarioStateSchema);
+    } catch (err) {
+      writeError = err;
+      this.log.error({ key: SCENARIO_LAST_KEY, err: errorMessage(err) }, "scenario state could not be persisted");
+    }
+    this.current = state;
+    await this.wb?.show(to);
+    if (writeError !== null) throw writeError;
+    return {
+      operation,
+      success: log.failed.length === 0,
+      from,
+      to: state.scenario_id,
+      noop: false,
+      failed_steps: log.failed,
+      skipped_steps: log.skipped,
+      state,
+    };
+  }
+
+  private emitSwitched(result: ScenarioChangeResult, operation: "switch" | "start", to: string): void {
+    this.deps.bus.emit("scenario.switched", {
+      from: result.from,
+      to,
+      operation,
+      success: result.success,
+      failed_steps: result.failed_steps,
+      state: result.state,
+    });
+  }
+
+  private assertAccepting(): void {
+    if (!this.accepting) {
+      throw new ServiceUnavailableError("not_ready", "the bridge is not accepting scenario changes right now");
+    }
+  }
+
+  /** Field names are the driver's, unknown at config load: checked here, once devices are restored. */
+  private warnAboutConditionFields(): void {
+    for (const scenario of this.byId.values()) {
+      for (const phase of ["startup", "shutdown"] as const) {
+        scenario[phase].forEach((step, index) => {
+          if (!step.condition) return;
+          const state = this.deps.devices.getState(step.device).state;
+          for (const field of conditionFields(step.condition.expr)) {
+            if (!Object.hasOwn(state, field)) {
+              this.log.warn(
+                { scenario: scenario.scenario_id, phase, index, device: step.device, field },
+                "scenario condition reads a state field the device does not have; the step will fail",
+              );
+            }
+          }
+        });
       }
     }
-    for (const [index, step] of incoming.startup.entries()) {
-      await this.runStep("startup", index, step, failed);
-    }
-
-    const state: ScenarioState = {
-      scenario_id: incoming.scenario_id,
-      devices: Object.fromEntries(incoming.devices.map((d) => [d, this.deps.devices.getState(d).state])),
-      switched_at: this.now().toISOString(),
-      failed_steps: failed,
-    };
-    await this.deps.state.write(SCENARIO_LAST_KEY, state, scenarioStateSchema);
-    this.current = state;
-    this.deps.bus.emit("scenario.switched", { from, to: incoming.scenario_id, state });
-    return state;
   }
+}
 
-  /** A failing step is recorded and the switch goes on: one dead device must not leave the room half-switched. */
-  private async runStep(phase: FailedStep["phase"], index: number, step: ScenarioStep, failed: FailedStep[]): Promise<void> {
-    try {
-      await this.deps.devices.performAction(step.device, step.action, step.params ?? {}, "scenario");
-    } catch (err) {
-      this.log.error({ phase, index, device: step.device, action: step.action, err: errorMessage(err) }, "scenario step failed");
-      failed.push({ phase, index, device: step.device, action: step.action, error: errorMessage(err) });
-    }
-    if (step.delay_after_ms) await this.sleep(step.delay_after_ms);
-  }
+function noop(id: string, state: ScenarioState): ScenarioChangeResult {
+  return { operation: "switch", success: true, from: id, to: id, noop: true, failed_steps: [], skipped_steps: [], state };
 }

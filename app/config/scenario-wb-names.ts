@@ -1,4 +1,4 @@
-import type { DeviceDefinition } from "../config/device.js";
+import type { DeviceDefinition } from "./device.js";
 
 /**
  * Names of the scenario system's Wiren Board device. Pure, so the config loader can
