@@ -2,7 +2,10 @@ import type { Logger } from "pino";
 import type { AppConfig, Env } from "./config/loader.js";
 import type { DriverFactory } from "./devices/driver.js";
 import { DriverRegistry } from "./devices/driver.js";
+import { mqttJsonDriverFactory } from "./devices/drivers/mqtt-json.js";
 import { simulatedDriverFactory } from "./devices/drivers/simulated.js";
+import { wbIrDriverFactory } from "./devices/drivers/wb-ir.js";
+import { wbRelayDriverFactory } from "./devices/drivers/wb-relay.js";
 import { DeviceManager, type DeviceEvents } from "./devices/manager.js";
 import { WbDeviceAdapter } from "./devices/wb-adapter.js";
 import { BridgeDevice, bridgeWill } from "./mqtt/bridge-device.js";
@@ -32,7 +35,7 @@ export interface BridgeOverrides {
   mqttConnectWaitMs?: number;
 }
 
-export const builtinDrivers: readonly DriverFactory[] = [simulatedDriverFactory];
+export const builtinDrivers: readonly DriverFactory[] = [simulatedDriverFactory, wbIrDriverFactory, wbRelayDriverFactory, mqttJsonDriverFactory];
 
 /**
  * Every long-lived part of the bridge and the one place that orders their start and
