@@ -135,7 +135,9 @@ export class WbDeviceAdapter {
       this.reject(target.device, target.control, `control "${target.control}" accepts no commands`);
       return;
     }
-    const params = payloadParams(command, message.payload.toString("utf8"));
+    // A button press carries no value: its payload must not become the first param.
+    const params =
+      control.meta.type === "pushbutton" ? ({ ok: true, value: {} } as const) : payloadParams(command, message.payload.toString("utf8"));
     if (!params.ok) {
       this.reject(target.device, target.control, params.reason);
       return;

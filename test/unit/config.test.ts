@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../app/config/loader.js";
 import { DriverRegistry } from "../../app/devices/driver.js";
 import { simulatedDriverFactory } from "../../app/devices/drivers/simulated.js";
+import { builtinDrivers } from "../../app/lifespan.js";
 import { ConfigError } from "../../app/shared/errors.js";
 import { createLogger } from "../../app/observability/logger.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
@@ -157,7 +158,8 @@ describe("loadConfig", () => {
     expect(config.system.mqtt.embedded.port).not.toBe(1883);
     expect(config.system.http.host).toBe("127.0.0.1");
     expect(config.devices.length).toBeGreaterThan(0);
-    expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices, createLogger("silent"))).toEqual([]);
+    expect(new DriverRegistry(builtinDrivers).validate(config.devices, createLogger("silent"))).toEqual([]);
+    expect(new Set(config.devices.map((d) => d.driver))).toEqual(new Set(["simulated", "wb_ir", "wb_relay", "mqtt_json"]));
   });
 });
 
