@@ -1,5 +1,5 @@
 import { readdir, readFile } from "node:fs/promises";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
 import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "./scenario-wb-names.js";
 import { ConfigError, errorMessage } from "../shared/errors.js";
@@ -15,6 +15,10 @@ export interface AppConfig {
   system: SystemConfig;
   devices: readonly DeviceDefinition[];
   scenarios: readonly ScenarioDefinition[];
+  /** Resolved absolute paths derived from `system.persistence`. */
+  paths: { db: string; backups: string };
+  /** Secrets read from the environment or key files: never logged or returned by the API. */
+  secrets: { encryptionKeys: string | null };
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -64,8 +68,32 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   overridden.persistence.db_path = isAbsolute(overridden.persistence.db_path)
     ? overridden.persistence.db_path
     : resolve(cwd, overridden.persistence.db_path);
+  const backups = overridden.persistence.backups.dir
+    ? resolve(cwd, overridden.persistence.backups.dir)
+    : join(dirname(overridden.persistence.db_path), "backups");
+  const encryptionKeys = await readEncryptionKeys(overridden, env, cwd);
 
-  return deepFreeze({ configDir, system: overridden, devices, scenarios });
+  return deepFreeze({
+    configDir,
+    system: overridden,
+    devices,
+    scenarios,
+    paths: { db: overridden.persistence.db_path, backups },
+    secrets: { encryptionKeys },
+  });
+}
+
+/** The key list text from the configured variable, else the key file; null when neither is set. */
+async function readEncryptionKeys(system: SystemConfig, env: Env, cwd: string): Promise<string | null> {
+  const { key_env, key_file } = system.persistence.encryption;
+  const fromEnv = env[key_env];
+  if (fromEnv && fromEnv.trim() !== "") return fromEnv;
+  if (!key_file) return null;
+  try {
+    return await readFile(resolve(cwd, key_file), "utf8");
+  } catch (err) {
+    throw new ConfigError([`persistence.encryption.key_file: cannot read ${key_file}: ${errorMessage(err)}`]);
+  }
 }
 
 function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): SystemConfig {
@@ -78,6 +106,14 @@ function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): 
     // An explicit broker means the embedded one is not wanted.
     out.mqtt.url = env.MQTT_URL;
     out.mqtt.embedded.enabled = false;
+  }
+  if (env.BACKUP_INTERVAL !== undefined && env.BACKUP_INTERVAL !== "") {
+    const seconds = Number(env.BACKUP_INTERVAL);
+    if (!Number.isInteger(seconds) || seconds < 0) {
+      problems.push(`BACKUP_INTERVAL: expected a whole number of seconds (0 disables), got "${env.BACKUP_INTERVAL}"`);
+    } else {
+      out.persistence.backups.interval_s = seconds;
+    }
   }
   if (env.HTTP_HOST) out.http.host = env.HTTP_HOST;
   if (env.HTTP_PORT !== undefined && env.HTTP_PORT !== "") {

@@ -33,12 +33,44 @@ export const httpConfigSchema = z
   })
   .strict();
 
+export const backupConfigSchema = z
+  .object({
+    /** Where backups go; default `backups/` beside the database. */
+    dir: z.string().min(1).optional(),
+    /** Seconds between automatic backups; 0 disables them. */
+    interval_s: z.number().int().min(0).max(7 * 24 * 3600).default(300),
+    /** How many backups are kept; older ones are deleted after a new one is verified. */
+    keep: z.number().int().min(1).max(1000).default(10),
+  })
+  .strict();
+
+export const encryptionConfigSchema = z
+  .object({
+    /** Name of the environment variable holding the key list (first encrypts, all decrypt). */
+    key_env: z.string().min(1).default("STATE_ENCRYPTION_KEY"),
+    /** A file holding the key list, one per line; used when the variable is unset. */
+    key_file: z.string().min(1).optional(),
+  })
+  .strict();
+
+export const historyConfigSchema = z
+  .object({
+    /** Newest entries kept per key (0 keeps none). */
+    max_per_key: z.number().int().min(0).max(1_000_000).default(200),
+    /** Entries older than this are pruned (0 keeps them regardless of age). */
+    max_age_days: z.number().min(0).max(36_500).default(90),
+  })
+  .strict();
+
 export const persistenceConfigSchema = z
   .object({
     db_path: z.string().min(1).default("data/state_store.db"),
     synchronous: z.enum(["off", "normal", "full", "extra"]).default("full"),
     busy_timeout_ms: z.number().int().min(0).max(600_000).default(5000),
     max_value_bytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+    backups: backupConfigSchema.prefault({}),
+    encryption: encryptionConfigSchema.prefault({}),
+    history: historyConfigSchema.prefault({}),
   })
   .strict();
 

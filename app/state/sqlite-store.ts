@@ -3,15 +3,24 @@ import { dirname } from "node:path";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
+import { CodecError, plainCodec, type ValueCodec } from "./codec.js";
 import { SqliteConnection, sqliteErrorCode, type SqlParam } from "./sqlite-connection.js";
+import { ADDED_COLUMNS, batchSql, lit, prefixUpperBound, SCHEMA_SQL, type EncodedOp } from "./sqlite-sql.js";
 import {
   StateDecodeError,
   StoreClosedError,
   StoreCorruptError,
   StoreOpenError,
   StoreWriteError,
+  type HistoryEntry,
+  type HistoryQuery,
+  type HistoryRetention,
   type ListedEntry,
+  type ListOptions,
   type StateStore,
+  type StoredEntry,
+  type Transition,
+  type WriteOp,
 } from "./store.js";
 
 export type SynchronousMode = "off" | "normal" | "full" | "extra";
@@ -21,27 +30,42 @@ export interface SQLiteStateStoreOptions {
   /** `full` (default) makes an acknowledged write survive power loss in WAL mode. */
   synchronous?: SynchronousMode;
   busyTimeoutMs?: number;
+  /** How values are kept at rest (default: plain JSON text). */
+  codec?: ValueCodec;
+  /** Keep a history entry for every change, in the same transaction (default true). */
+  history?: boolean;
   log?: Logger;
   now?: () => number;
 }
 
-interface PendingWrite {
-  key: string;
-  /** JSON text to upsert; null deletes the key. */
-  text: string | null;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
+/** Queued work for the writer: writes are grouped; a task runs alone, in its place. */
+type Pending =
+  | { kind: "write"; ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void }
+  | { kind: "task"; run: () => Promise<void> };
+type PendingWrite = Extract<Pending, { kind: "write" }>;
 
 interface Row {
   key: string;
   value: string;
   updated_at: number;
+  version: number;
+  expires_at: number | null;
 }
 
-// 3 bound parameters per row stays far below SQLite's 32766-variable limit.
-const ROWS_PER_STATEMENT = 500;
+interface HistoryRow {
+  id: number;
+  key: string;
+  old: string | null;
+  new: string | null;
+  transition: Transition;
+  source: string;
+  actor: string | null;
+  at: number;
+}
+
 const CORRUPTION_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
+const ENCRYPTION_MARKER = "encryption_check";
+const MARKER_PLAINTEXT = "wb-bridge encryption check";
 
 /**
  * SQLite-backed StateStore. One writer connection applies writes with group commit:
@@ -52,18 +76,22 @@ const CORRUPTION_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
 export class SQLiteStateStore implements StateStore {
   private writer: SqliteConnection | null = null;
   private reader: SqliteConnection | null = null;
-  private pending: PendingWrite[] = [];
+  private pending: Pending[] = [];
   private committing: Promise<void> | null = null;
   private closing = false;
   private commits = 0;
   private committedWrites = 0;
   private readonly synchronous: SynchronousMode;
   private readonly busyTimeoutMs: number;
+  private readonly codec: ValueCodec;
+  private readonly withHistory: boolean;
   private readonly now: () => number;
 
   constructor(private readonly options: SQLiteStateStoreOptions) {
     this.synchronous = options.synchronous ?? "full";
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.codec = options.codec ?? plainCodec;
+    this.withHistory = options.history ?? true;
     this.now = options.now ?? Date.now;
   }
 
@@ -91,19 +119,15 @@ export class SQLiteStateStore implements StateStore {
     try {
       writer.setBusyTimeout(this.busyTimeoutMs);
       await this.checkIntegrity(writer);
-      await writer.exec(
-        `PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = ${this.synchronous.toUpperCase()};
-         CREATE TABLE IF NOT EXISTS state_store (
-           key TEXT PRIMARY KEY,
-           value TEXT NOT NULL,
-           updated_at INTEGER NOT NULL
-         );`,
-      );
+      await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.synchronous.toUpperCase()};`);
       const journal = await writer.get<{ journal_mode: string }>("PRAGMA journal_mode");
       if (journal?.journal_mode !== "wal") {
         throw new StoreOpenError(`state database ${path} cannot use WAL journaling (got ${journal?.journal_mode})`);
       }
+      await writer.exec(SCHEMA_SQL);
+      const columns = new Set((await writer.all<{ name: string }>("PRAGMA table_info(state_store)")).map((c) => c.name));
+      for (const [column, sql] of ADDED_COLUMNS) if (!columns.has(column)) await writer.run(sql);
+      await this.checkEncryption(writer);
     } catch (err) {
       await writer.close().catch((closeErr: unknown) => this.options.log?.warn({ err: closeErr }, "close failed"));
       if (err instanceof StoreCorruptError || err instanceof StoreOpenError) throw err;
@@ -143,41 +167,192 @@ export class SQLiteStateStore implements StateStore {
   }
 
   async get(key: string): Promise<JsonObject | null> {
-    const row = await this.openReader().get<Row>("SELECT key, value, updated_at FROM state_store WHERE key = ?", [key]);
-    if (!row) return null;
-    return decode(row.key, row.value);
+    return (await this.getEntry(key))?.value ?? null;
+  }
+
+  async getEntry(key: string): Promise<StoredEntry | null> {
+    const row = await this.openReader().get<Row>(
+      "SELECT key, value, updated_at, version, expires_at FROM state_store WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+      [key, this.now()],
+    );
+    return row ? this.entry(row) : null;
   }
 
   set(key: string, value: JsonObject): Promise<void> {
-    let text: string;
-    try {
-      text = JSON.stringify(value);
-    } catch (err) {
-      return Promise.reject(new StoreWriteError(`value of ${key} is not serializable: ${errorMessage(err)}`));
-    }
-    return this.enqueue(key, text);
+    return this.write([{ key, value }]);
   }
 
   delete(key: string): Promise<void> {
-    return this.enqueue(key, null);
+    return this.write([{ key, value: null }]);
   }
 
-  async list(prefix: string): Promise<ListedEntry[]> {
-    const reader = this.openReader();
-    const rows =
-      prefix === ""
-        ? await reader.all<Row>("SELECT key, value, updated_at FROM state_store ORDER BY key")
-        : await reader.all<Row>(
-            "SELECT key, value, updated_at FROM state_store WHERE key >= ? AND key < ? ORDER BY key",
-            [prefix, prefixUpperBound(prefix)],
-          );
+  write(ops: readonly WriteOp[]): Promise<void> {
+    if (!this.writer || this.closing) {
+      const keys = ops.map((o) => o.key).join(", ");
+      return Promise.reject(new StoreClosedError(`state store is closed; ${keys} was not written`));
+    }
+    let encoded: EncodedOp[];
+    try {
+      encoded = ops.map((op) => this.encodeOp(op));
+    } catch (err) {
+      return Promise.reject(err instanceof StoreWriteError ? err : new StoreWriteError(errorMessage(err)));
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ kind: "write", ops: encoded, resolve, reject });
+      if (!this.committing) this.committing = this.commitLoop();
+    });
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListedEntry[]> {
+    const where = ["(expires_at IS NULL OR expires_at > ?)"];
+    const params: SqlParam[] = [this.now()];
+    if (prefix !== "") {
+      where.push("key >= ? AND key < ?");
+      params.push(prefix, prefixUpperBound(prefix));
+    }
+    if (options.after !== undefined) {
+      where.push("key > ?");
+      params.push(options.after);
+    }
+    const limit = options.limit !== undefined ? ` LIMIT ${Math.max(0, Math.trunc(options.limit))}` : "";
+    const rows = await this.openReader().all<Row>(
+      `SELECT key, value, updated_at, version, expires_at FROM state_store WHERE ${where.join(" AND ")} ORDER BY key${limit}`,
+      params,
+    );
     return rows.map((row) => {
       try {
-        return { key: row.key, value: decode(row.key, row.value), updatedAt: row.updated_at };
+        return this.entry(row);
       } catch (err) {
         return { key: row.key, error: err as StateDecodeError };
       }
     });
+  }
+
+  async history(query: HistoryQuery): Promise<HistoryEntry[]> {
+    const where: string[] = [];
+    const params: SqlParam[] = [];
+    if (query.key !== undefined) {
+      where.push("key = ?");
+      params.push(query.key);
+    }
+    if (query.transition !== undefined) {
+      where.push("transition = ?");
+      params.push(query.transition);
+    }
+    if (query.beforeId !== undefined) {
+      where.push("id < ?");
+      params.push(query.beforeId);
+    }
+    const rows = await this.openReader().all<HistoryRow>(
+      `SELECT id, key, old, new, transition, source, actor, at FROM state_history
+       ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ${Math.max(1, Math.trunc(query.limit))}`,
+      params,
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      key: r.key,
+      old: r.old === null ? null : this.decodeText(r.key, r.old),
+      new: r.new === null ? null : this.decodeText(r.key, r.new),
+      transition: r.transition,
+      source: r.source,
+      actor: r.actor,
+      at: r.at,
+    }));
+  }
+
+  /** Small chunks through the write queue, so retention never holds the writer for long. */
+  async pruneHistory(retention: HistoryRetention, now: number): Promise<number> {
+    let removed = 0;
+    const chunk = 2000;
+    for (;;) {
+      const clauses: string[] = [];
+      if (retention.maxAgeMs > 0) clauses.push(`at < ${now - retention.maxAgeMs}`);
+      if (retention.maxPerKey > 0) {
+        clauses.push(
+          `id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY key ORDER BY id DESC) AS n FROM state_history) WHERE n > ${retention.maxPerKey})`,
+        );
+      }
+      if (clauses.length === 0) return removed;
+      const changes = await this.exclusive(async (writer) =>
+        (await writer.run(`DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE ${clauses.join(" OR ")} LIMIT ${chunk})`)).changes,
+      );
+      removed += changes;
+      if (changes < chunk) return removed;
+    }
+  }
+
+  async sweepExpired(now: number): Promise<Array<{ key: string; old: JsonObject | null }>> {
+    const rows = await this.exclusive(async (writer) => {
+      await writer.run("BEGIN IMMEDIATE");
+      try {
+        const expired = await writer.all<Row>(
+          "SELECT key, value, updated_at, version, expires_at FROM state_store WHERE expires_at IS NOT NULL AND expires_at <= ?",
+          [now],
+        );
+        if (expired.length > 0) {
+          if (this.withHistory) {
+            await writer.run(
+              `INSERT INTO state_history (key, old, new, transition, source, actor, at)
+               SELECT key, value, NULL, 'expire', 'ttl', NULL, ? FROM state_store WHERE expires_at IS NOT NULL AND expires_at <= ?`,
+              [now, now],
+            );
+          }
+          await writer.run("DELETE FROM state_store WHERE expires_at IS NOT NULL AND expires_at <= ?", [now]);
+        }
+        await writer.run("COMMIT");
+        return expired;
+      } catch (err) {
+        await writer.run("ROLLBACK").catch(() => undefined);
+        throw err;
+      }
+    });
+    return rows.map((r) => {
+      let old: JsonObject | null = null;
+      try {
+        old = this.decodeText(r.key, r.value);
+      } catch (err) {
+        this.options.log?.warn({ key: r.key, err: errorMessage(err) }, "expired value could not be decoded");
+      }
+      return { key: r.key, old };
+    });
+  }
+
+  /**
+   * Re-encrypts every value and history entry not yet under the codec's first key.
+   * For the offline key-rotation command: holds the writer for the whole run.
+   */
+  async reencryptAll(): Promise<{ values: number; history: number }> {
+    return this.exclusive(async (writer) => {
+      let values = 0;
+      let history = 0;
+      await writer.run("BEGIN IMMEDIATE");
+      try {
+        for (const row of await writer.all<{ key: string; value: string }>("SELECT key, value FROM state_store")) {
+          if (this.codec.isCurrent(row.value)) continue;
+          await writer.run("UPDATE state_store SET value = ? WHERE key = ?", [this.recode(row.key, row.value), row.key]);
+          values += 1;
+        }
+        for (const row of await writer.all<{ id: number; key: string; old: string | null; new: string | null }>(
+          "SELECT id, key, old, new FROM state_history",
+        )) {
+          const old = row.old === null || this.codec.isCurrent(row.old) ? row.old : this.recode(row.key, row.old);
+          const next = row.new === null || this.codec.isCurrent(row.new) ? row.new : this.recode(row.key, row.new);
+          if (old === row.old && next === row.new) continue;
+          await writer.run("UPDATE state_history SET old = ?, new = ? WHERE id = ?", [old, next, row.id]);
+          history += 1;
+        }
+        await this.writeMarker(writer);
+        await writer.run("COMMIT");
+        return { values, history };
+      } catch (err) {
+        await writer.run("ROLLBACK").catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private recode(key: string, stored: string): string {
+    return this.codec.encode(JSON.stringify(this.decodeText(key, stored)));
   }
 
   private openReader(): SqliteConnection {
@@ -185,12 +360,39 @@ export class SQLiteStateStore implements StateStore {
     return this.reader;
   }
 
-  private enqueue(key: string, text: string | null): Promise<void> {
-    if (!this.writer || this.closing) {
-      return Promise.reject(new StoreClosedError(`state store is closed; ${key} was not written`));
+  private encodeOp(op: WriteOp): EncodedOp {
+    if (op.key.includes("\u0000")) throw new StoreWriteError("key contains a NUL character");
+    let text: string | null = null;
+    if (op.value !== null) {
+      try {
+        text = this.codec.encode(JSON.stringify(op.value));
+      } catch (err) {
+        throw new StoreWriteError(`value of ${op.key} is not serializable: ${errorMessage(err)}`);
+      }
     }
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ key, text, resolve, reject });
+    return {
+      key: op.key,
+      text,
+      version: op.version ?? 1,
+      expiresAt: op.expiresAt ?? null,
+      transition: op.meta?.transition,
+      source: op.meta?.source ?? "internal",
+      actor: op.meta?.actor ?? null,
+    };
+  }
+
+  /** Runs `fn` on the writer between group commits, so it never interleaves with a batch. */
+  private exclusive<T>(fn: (writer: SqliteConnection) => Promise<T>): Promise<T> {
+    if (!this.writer || this.closing) return Promise.reject(new StoreClosedError("state store is closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({
+        kind: "task",
+        run: async () => {
+          const writer = this.writer;
+          if (!writer) return reject(new StoreClosedError("state store is closed"));
+          await fn(writer).then(resolve, reject);
+        },
+      });
       if (!this.committing) this.committing = this.commitLoop();
     });
   }
@@ -201,18 +403,25 @@ export class SQLiteStateStore implements StateStore {
       // from one socket buffer) join the first transaction instead of waiting for the next.
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (this.pending.length > 0) {
-        const batch = this.pending;
-        this.pending = [];
+        const head = this.pending[0] as Pending;
+        if (head.kind === "task") {
+          this.pending.shift();
+          await head.run();
+          continue;
+        }
+        const end = this.pending.findIndex((p) => p.kind === "task");
+        const batch = (end === -1 ? this.pending.splice(0) : this.pending.splice(0, end)) as PendingWrite[];
+        const ops = batch.flatMap((w) => w.ops);
         try {
-          await this.commitBatch(batch);
+          await this.commitBatch(ops);
           this.commits += 1;
           this.committedWrites += batch.length;
           for (const write of batch) write.resolve();
         } catch (err) {
-          const keys = [...new Set(batch.map((w) => w.key))];
-          this.options.log?.error({ err, keys: keys.slice(0, 20), count: batch.length }, "state commit failed");
+          const keys = [...new Set(ops.map((o) => o.key))];
+          this.options.log?.error({ err: errorMessage(err), keys: keys.slice(0, 20), count: ops.length }, "state commit failed");
           const failure = new StoreWriteError(
-            `could not commit ${batch.length} write(s) to ${this.options.path}: ${errorMessage(err)}`,
+            `could not commit ${ops.length} write(s) to ${this.options.path}: ${errorMessage(err)}`,
             { cause: err },
           );
           for (const write of batch) write.reject(failure);
@@ -223,43 +432,76 @@ export class SQLiteStateStore implements StateStore {
     }
   }
 
-  private async commitBatch(batch: PendingWrite[]): Promise<void> {
+  private async commitBatch(ops: readonly EncodedOp[]): Promise<void> {
     const writer = this.writer;
     if (!writer) throw new StoreClosedError("state store is closed");
-    // Within one transaction only the last write of each key matters.
-    const last = new Map<string, string | null>();
-    for (const write of batch) last.set(write.key, write.text);
-    const upserts: Array<[string, string]> = [];
-    const deletes: string[] = [];
-    for (const [key, text] of last) {
-      if (text === null) deletes.push(key);
-      else upserts.push([key, text]);
-    }
-
-    const now = this.now();
-    if (deletes.length === 0 && upserts.length <= ROWS_PER_STATEMENT) {
-      // One statement is its own atomic, durable transaction: one round trip to the
-      // driver's thread pool instead of three (BEGIN, INSERT, COMMIT).
-      await writer.run(upsertSql(upserts.length), upsertParams(upserts, now));
-      return;
-    }
-    await writer.run("BEGIN IMMEDIATE");
     try {
-      for (let i = 0; i < upserts.length; i += ROWS_PER_STATEMENT) {
-        const chunk = upserts.slice(i, i + ROWS_PER_STATEMENT);
-        await writer.run(upsertSql(chunk.length), upsertParams(chunk, now));
-      }
-      for (let i = 0; i < deletes.length; i += ROWS_PER_STATEMENT) {
-        const chunk = deletes.slice(i, i + ROWS_PER_STATEMENT);
-        await writer.run(`DELETE FROM state_store WHERE key IN (${chunk.map(() => "?").join(", ")})`, chunk);
-      }
-      await writer.run("COMMIT");
+      await writer.exec(batchSql(ops, this.now(), this.withHistory));
     } catch (err) {
-      await writer.run("ROLLBACK").catch((rollbackErr: unknown) => {
-        this.options.log?.warn({ err: rollbackErr }, "rollback after failed commit failed");
-      });
+      // A failed statement leaves the transaction open; without one ROLLBACK just errors.
+      await writer.exec("ROLLBACK").catch(() => undefined);
       throw err;
     }
+  }
+
+  private entry(row: Row): StoredEntry {
+    return {
+      key: row.key,
+      value: this.decodeText(row.key, row.value),
+      updatedAt: row.updated_at,
+      version: row.version,
+      expiresAt: row.expires_at,
+    };
+  }
+
+  private decodeText(key: string, stored: string): JsonObject {
+    let text: string;
+    try {
+      // Plain JSON written before encryption was enabled stays readable until rotated.
+      text = stored.startsWith("{") ? stored : this.codec.decode(stored);
+    } catch (err) {
+      throw new StateDecodeError(key, err instanceof CodecError ? err.message : errorMessage(err));
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new StateDecodeError(key, errorMessage(err));
+    }
+    if (!isJsonObject(value)) throw new StateDecodeError(key, "not a JSON object");
+    return value as JsonObject;
+  }
+
+  /**
+   * A database that was written encrypted must be opened with a key that decrypts it,
+   * and never without one: refuse before anything is written.
+   */
+  private async checkEncryption(writer: SqliteConnection): Promise<void> {
+    const marker = await writer.get<{ value: string }>("SELECT value FROM state_meta WHERE name = ?", [ENCRYPTION_MARKER]);
+    if (marker) {
+      if (!this.codec.encrypted) {
+        throw new StoreOpenError(
+          `state database ${this.options.path} is encrypted; configure its key (STATE_ENCRYPTION_KEY or persistence.encryption.key_file)`,
+        );
+      }
+      try {
+        this.codec.decode(marker.value);
+      } catch {
+        throw new StoreOpenError(
+          `state database ${this.options.path} cannot be decrypted with the configured key(s); nothing was changed`,
+        );
+      }
+      return;
+    }
+    if (this.codec.encrypted) await this.writeMarker(writer);
+  }
+
+  private async writeMarker(writer: SqliteConnection): Promise<void> {
+    if (!this.codec.encrypted) return;
+    await writer.run(
+      `INSERT INTO state_meta (name, value) VALUES (${lit(ENCRYPTION_MARKER)}, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`,
+      [this.codec.encode(MARKER_PLAINTEXT)],
+    );
   }
 
   private async prepareDirectory(path: string): Promise<void> {
@@ -301,35 +543,4 @@ export class SQLiteStateStore implements StateStore {
       target,
     );
   }
-}
-
-function upsertSql(rows: number): string {
-  return (
-    `INSERT INTO state_store (key, value, updated_at) VALUES ${Array(rows).fill("(?, ?, ?)").join(", ")} ` +
-    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-  );
-}
-
-function upsertParams(rows: ReadonlyArray<[string, string]>, now: number): SqlParam[] {
-  const params: SqlParam[] = [];
-  for (const [key, text] of rows) params.push(key, text, now);
-  return params;
-}
-
-function decode(key: string, text: string): JsonObject {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new StateDecodeError(key, errorMessage(err));
-  }
-  if (!isJsonObject(value)) throw new StateDecodeError(key, "not a JSON object");
-  return value as JsonObject;
-}
-
-/** Smallest string greater than every string starting with `prefix` (BINARY collation). */
-function prefixUpperBound(prefix: string): string {
-  const chars = Array.from(prefix);
-  const last = chars.pop()?.codePointAt(0) ?? 0;
-  return chars.join("") + String.fromCodePoint(last + 1);
 }

@@ -1,9 +1,34 @@
 import type { JsonObject } from "../shared/json.js";
 
+/** What happened to a key; every committed change carries one (and is kept in history). */
+export const TRANSITIONS = ["create", "update", "activate", "suspend", "resume", "expire", "delete", "restore"] as const;
+export type Transition = (typeof TRANSITIONS)[number];
+
+/** Why and by whom a change was made. */
+export interface WriteMeta {
+  transition: Transition;
+  /** `http`, `mqtt`, `scenario`, `device`, `restore`, `cli`, `migration`, `ttl`, ... */
+  source: string;
+  actor?: string | null;
+}
+
+export interface WriteOp {
+  key: string;
+  /** null deletes the key. */
+  value: JsonObject | null;
+  meta?: WriteMeta;
+  /** Schema version of the value (default 1). */
+  version?: number;
+  /** Epoch ms after which the key is gone; null or absent: never. */
+  expiresAt?: number | null;
+}
+
 export interface StoredEntry {
   key: string;
   value: JsonObject;
   updatedAt: number;
+  version: number;
+  expiresAt: number | null;
 }
 
 /** A row whose stored text could not be decoded; reported, never dropped or overwritten. */
@@ -18,23 +43,68 @@ export function isUndecodable(entry: ListedEntry): entry is UndecodableEntry {
   return "error" in entry;
 }
 
+export interface ListOptions {
+  /** Only keys strictly greater than this (a pagination cursor). */
+  after?: string;
+  limit?: number;
+}
+
+export interface HistoryEntry {
+  id: number;
+  key: string;
+  old: JsonObject | null;
+  new: JsonObject | null;
+  transition: Transition;
+  source: string;
+  actor: string | null;
+  at: number;
+}
+
+export interface HistoryQuery {
+  key?: string;
+  transition?: Transition;
+  /** Only entries with a smaller id (newest-first pagination). */
+  beforeId?: number;
+  limit: number;
+}
+
+export interface HistoryRetention {
+  /** Newest entries kept per key; 0 disables the rule. */
+  maxPerKey: number;
+  /** Entries older than this many ms are removed; 0 disables the rule. */
+  maxAgeMs: number;
+}
+
 /**
- * The persistence contract (DESIGN §3). The five calls keep their names and semantics;
- * `list` is the prefix listing every namespace reader uses at start.
+ * The persistence contract (DESIGN §3). The five seed calls keep their names and
+ * semantics; the rest serve the state layer (history, TTL, versions, listing).
  */
 export interface StateStore {
   /** Open, create tables, run the integrity check. */
   initialize(): Promise<void>;
   /** Flush pending writes, then close. Idempotent. */
   close(): Promise<void>;
-  /** null when the key is missing. Throws StateDecodeError when the stored text is unreadable. */
+  /** null when the key is missing or expired. Throws StateDecodeError when the stored text is unreadable. */
   get(key: string): Promise<JsonObject | null>;
   /** Upsert; resolves only once the write is committed. */
   set(key: string, value: JsonObject): Promise<void>;
   /** No error when the key is missing; resolves once committed. */
   delete(key: string): Promise<void>;
-  /** Entries whose key starts with `prefix`, ordered by key. */
-  list(prefix: string): Promise<ListedEntry[]>;
+
+  /** The value with its metadata; null when missing or expired. */
+  getEntry(key: string): Promise<StoredEntry | null>;
+  /** Live entries whose key starts with `prefix`, ordered by key. */
+  list(prefix: string, options?: ListOptions): Promise<ListedEntry[]>;
+  /**
+   * Applies the ops in order, atomically, each with a history entry in the same
+   * transaction; resolves once committed. Concurrent calls share transactions (group commit).
+   */
+  write(ops: readonly WriteOp[]): Promise<void>;
+  /** Newest first. */
+  history(query: HistoryQuery): Promise<HistoryEntry[]>;
+  pruneHistory(retention: HistoryRetention, now: number): Promise<number>;
+  /** Deletes keys whose time is up, with an `expire` history entry each; returns them with their last value. */
+  sweepExpired(now: number): Promise<Array<{ key: string; old: JsonObject | null }>>;
 }
 
 export class StateStoreError extends Error {
@@ -44,7 +114,7 @@ export class StateStoreError extends Error {
   }
 }
 
-/** The database could not be opened or created (bad path, permissions, locked). */
+/** The database could not be opened or created (bad path, permissions, locked, wrong key). */
 export class StoreOpenError extends StateStoreError {}
 
 /** The database file is damaged; it was moved aside to `quarantinedTo`. */
@@ -72,3 +142,5 @@ export class StateDecodeError extends StateStoreError {
     super(`stored value of ${key} cannot be decoded: ${reason}`);
   }
 }
+
+export const DEFAULT_META: WriteMeta = { transition: "update", source: "internal" };

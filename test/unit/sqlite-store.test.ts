@@ -54,7 +54,7 @@ describe("SQLiteStateStore", () => {
     await closeRaw(raw);
     await store.close();
     expect(journal?.journal_mode).toBe("wal");
-    expect(columns.map((c) => c.name)).toEqual(["key", "value", "updated_at"]);
+    expect(columns.map((c) => c.name)).toEqual(["key", "value", "updated_at", "version", "expires_at"]);
     expect(rows).toHaveLength(1);
     expect(JSON.parse(rows[0]?.value ?? "")).toEqual({ v: 1 });
     expect(rows[0]?.updated_at).toBeGreaterThan(0);

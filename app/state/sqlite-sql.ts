@@ -1,0 +1,119 @@
+import type { Transition } from "./store.js";
+
+/**
+ * SQL text for one group-commit transaction. Values are inlined as SQL literals so the
+ * whole transaction is one `exec()` — one round trip to the driver's thread pool instead
+ * of one per statement, which is what limits the sqlite3 driver's commit rate.
+ * Inputs are JSON text, base64 tokens and validated keys; NUL is refused upstream.
+ */
+
+export const SCHEMA_SQL = `
+  CREATE TABLE IF NOT EXISTS state_store (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    expires_at INTEGER
+  );
+  CREATE TABLE IF NOT EXISTS state_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    old TEXT,
+    new TEXT,
+    transition TEXT NOT NULL,
+    source TEXT NOT NULL,
+    actor TEXT,
+    at INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS state_history_key ON state_history (key, id);
+  CREATE INDEX IF NOT EXISTS state_history_transition ON state_history (transition, id);
+  CREATE INDEX IF NOT EXISTS state_history_at ON state_history (at);
+  CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+/** Columns added after the first release; added in place to databases that lack them. */
+export const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
+  ["version", "ALTER TABLE state_store ADD COLUMN version INTEGER NOT NULL DEFAULT 1"],
+  ["expires_at", "ALTER TABLE state_store ADD COLUMN expires_at INTEGER"],
+];
+
+export function lit(value: string | number | null | undefined): string {
+  if (value === null || value === undefined) return "NULL";
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new Error("non-finite number in SQL literal");
+    return String(Math.trunc(value));
+  }
+  if (value.includes("\u0000")) throw new Error("NUL character in SQL text");
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** One op after encoding: `text` null deletes. */
+export interface EncodedOp {
+  key: string;
+  text: string | null;
+  version: number;
+  expiresAt: number | null;
+  transition?: Transition;
+  source: string;
+  actor: string | null;
+}
+
+const live = (now: number) => `(s.expires_at IS NULL OR s.expires_at > ${now})`;
+
+/** History rows for the ops, in order; each op's `old` is the previous op's value for that key, or the stored one. */
+function historySql(ops: readonly EncodedOp[], now: number): string {
+  const seen = new Map<string, string | null>();
+  const rows = ops.map((op, i) => {
+    const hasPrev = seen.has(op.key);
+    const prev = hasPrev ? (seen.get(op.key) ?? null) : null;
+    seen.set(op.key, op.text);
+    return `(${i}, ${lit(op.key)}, ${lit(op.text)}, ${lit(prev)}, ${hasPrev ? 1 : 0}, ${lit(op.transition ?? null)}, ${lit(op.source)}, ${lit(op.actor)})`;
+  });
+  return `
+    WITH v(i, key, new, prev, has_prev, transition, source, actor) AS (VALUES ${rows.join(", ")}),
+    o AS (
+      SELECT v.*, CASE WHEN has_prev THEN prev
+        ELSE (SELECT s.value FROM state_store s WHERE s.key = v.key AND ${live(now)}) END AS old
+      FROM v
+    )
+    INSERT INTO state_history (key, old, new, transition, source, actor, at)
+    SELECT key, old, new,
+      COALESCE(transition, CASE WHEN new IS NULL THEN 'delete' WHEN old IS NULL THEN 'create' ELSE 'update' END),
+      source, actor, ${now}
+    FROM o WHERE NOT (new IS NULL AND old IS NULL) ORDER BY i;`;
+}
+
+const ROWS_PER_STATEMENT = 500;
+
+/** The whole transaction for a batch, as one script. */
+export function batchSql(ops: readonly EncodedOp[], now: number, withHistory: boolean): string {
+  const last = new Map<string, EncodedOp>();
+  for (const op of ops) last.set(op.key, op);
+  const upserts = [...last.values()].filter((op) => op.text !== null);
+  const deletes = [...last.values()].filter((op) => op.text === null).map((op) => op.key);
+
+  const parts = ["BEGIN IMMEDIATE;"];
+  if (withHistory) parts.push(historySql(ops, now));
+  for (let i = 0; i < upserts.length; i += ROWS_PER_STATEMENT) {
+    const rows = upserts
+      .slice(i, i + ROWS_PER_STATEMENT)
+      .map((op) => `(${lit(op.key)}, ${lit(op.text)}, ${now}, ${op.version}, ${lit(op.expiresAt)})`);
+    parts.push(
+      `INSERT INTO state_store (key, value, updated_at, version, expires_at) VALUES ${rows.join(", ")}
+       ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+         version = excluded.version, expires_at = excluded.expires_at;`,
+    );
+  }
+  for (let i = 0; i < deletes.length; i += ROWS_PER_STATEMENT) {
+    parts.push(`DELETE FROM state_store WHERE key IN (${deletes.slice(i, i + ROWS_PER_STATEMENT).map(lit).join(", ")});`);
+  }
+  parts.push("COMMIT;");
+  return parts.join("\n");
+}
+
+/** Smallest string greater than every string starting with `prefix` (BINARY collation). */
+export function prefixUpperBound(prefix: string): string {
+  const chars = Array.from(prefix);
+  const last = chars.pop()?.codePointAt(0) ?? 0;
+  return chars.join("") + String.fromCodePoint(last + 1);
+}
