@@ -71,6 +71,7 @@ export class DeviceManager {
   private readonly log: Logger;
   private accepting = false;
   private timings: { restoreMs: number } | null = null;
+  private stopStateListener: (() => void) | null = null;
 
   constructor(private readonly deps: DeviceManagerDeps) {
     this.log = deps.log.child({ module: "devices" });
@@ -106,6 +107,10 @@ export class DeviceManager {
         this.log.error({ device: id, err: errorMessage(err) }, "driver setup failed");
       }
     }
+    // Recovery points and backup restores rewrite device:<id>; apply them like any change.
+    this.stopStateListener = this.deps.state.subscribe("device:", (change) => {
+      if (change.transition === "restore") this.applyRestored(change.key.slice("device:".length), change.new);
+    });
     this.timings = { restoreMs: performance.now() - started };
     this.log.info({ devices: this.devices.size, restored: restoredCount, ...this.timings }, "device states restored");
     this.accepting = true;
@@ -123,6 +128,8 @@ export class DeviceManager {
   /** Stops accepting actions, lets queued ones finish and commit, then shuts drivers down. */
   async shutdown(): Promise<void> {
     this.accepting = false;
+    this.stopStateListener?.();
+    this.stopStateListener = null;
     await this.queue.drain();
     for (const [id, device] of this.devices) {
       await device.driver.shutdown?.().catch((err: unknown) => {
@@ -230,11 +237,38 @@ export class DeviceManager {
         updated_at: updatedAt.toISOString(),
       },
       deviceRecordSchema,
+      { source },
     );
     device.state = next.data;
     device.updatedAt = updatedAt.getTime();
     this.deps.bus.emit("device.state", { deviceId: id, state: device.state, changed, restored: false, source, action });
     return view(id, device);
+  }
+
+  /** A restored `device:<id>` value becomes the device's state, in order with its actions. */
+  private applyRestored(id: string, value: JsonObject | null): void {
+    const device = this.devices.get(id);
+    if (!device) return;
+    void this.queue.run(id, async () => {
+      const record = value === null ? null : deviceRecordSchema.safeParse(value);
+      const state = record?.success
+        ? device.driver.stateSchema.safeParse({ ...device.driver.defaultState(), ...record.data.state })
+        : null;
+      if (value !== null && !state?.success) {
+        this.log.warn({ key: deviceKey(id) }, "restored device state fails the driver schema; kept the current state");
+        return;
+      }
+      device.state = state?.success ? state.data : device.driver.defaultState();
+      device.updatedAt = Date.now();
+      this.log.info({ device: id }, "device state restored from a recovery point or backup");
+      this.deps.bus.emit("device.state", {
+        deviceId: id,
+        state: device.state,
+        changed: Object.keys(device.state),
+        restored: false,
+        source: "restore",
+      });
+    });
   }
 
   private failed(id: string, action: string, source: ChangeSource, err: unknown): void {

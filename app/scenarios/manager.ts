@@ -277,7 +277,7 @@ export class ScenarioManager implements ScenarioCommands {
     };
     let writeError: unknown = null;
     try {
-      await this.deps.state.write(SCENARIO_LAST_KEY, state, scenarioStateSchema);
+      await this.deps.state.write(SCENARIO_LAST_KEY, state, scenarioStateSchema, { source: "scenario" });
     } catch (err) {
       writeError = err;
       this.log.error({ key: SCENARIO_LAST_KEY, err: errorMessage(err) }, "scenario state could not be persisted");

@@ -34,6 +34,12 @@ export class ConflictError extends AppError {
   }
 }
 
+export class PreconditionFailedError extends AppError {
+  constructor(code: string, message: string, details?: unknown) {
+    super(412, code, message, details);
+  }
+}
+
 export class PayloadTooLargeError extends AppError {
   constructor(code: string, message: string, details?: unknown) {
     super(413, code, message, details);
