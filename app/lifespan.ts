@@ -15,9 +15,14 @@ import { ScenarioManager, type ScenarioEvents } from "./scenarios/manager.js";
 import { ConfigError, errorMessage } from "./shared/errors.js";
 import { EventBus } from "./shared/event-bus.js";
 import type { Sleep } from "./shared/sleep.js";
+import { BackupManager, restoreNewestBackup } from "./state/backups.js";
+import { plainCodec, type ValueCodec } from "./state/codec.js";
+import { FernetCodec, parseKeyList } from "./state/fernet-codec.js";
+import { acquireDbLock, type DbLock } from "./state/lock.js";
+import { RecoveryPoints } from "./state/recovery.js";
 import { StateService } from "./state/service.js";
 import { SQLiteStateStore } from "./state/sqlite-store.js";
-import type { StateStore } from "./state/store.js";
+import { StoreCorruptError, type StateStore } from "./state/store.js";
 
 export type BridgeEvents = DeviceEvents & ScenarioEvents;
 
@@ -33,6 +38,26 @@ export interface BridgeOverrides {
   env?: Env;
   /** How long start waits for the first broker connection before going on without it. */
   mqttConnectWaitMs?: number;
+  /** Keep a history entry per change (default true); the bench measures the cost. */
+  history?: boolean;
+}
+
+export interface StartupRestore {
+  backup: string;
+  backup_created_at: string;
+  quarantined_to: string;
+  at: string;
+}
+
+/** The codec for the configured key list: none means plain JSON at rest. */
+export function codecFromKeys(keyList: string | null): ValueCodec {
+  if (keyList === null) return plainCodec;
+  try {
+    return FernetCodec.fromKeys(parseKeyList(keyList));
+  } catch (err) {
+    // The message names the key's position, never its text.
+    throw new ConfigError([`encryption key: ${errorMessage(err)}`]);
+  }
 }
 
 export const builtinDrivers: readonly DriverFactory[] = [simulatedDriverFactory, wbIrDriverFactory, wbRelayDriverFactory, mqttJsonDriverFactory];
@@ -50,8 +75,13 @@ export class Bridge {
   readonly scenarios: ScenarioManager;
   readonly bridgeDevice: BridgeDevice;
   readonly wb: WbDeviceAdapter;
+  readonly recovery: RecoveryPoints;
+  readonly backups: BackupManager | null;
+  readonly codec: ValueCodec;
   readonly startedAt = Date.now();
   private broker: EmbeddedBroker | null = null;
+  private lock: DbLock | null = null;
+  private restored: StartupRestore | null = null;
   private storeOpen = false;
   private currentPhase: Phase = "created";
   private readonly log: Logger;
@@ -68,17 +98,37 @@ export class Bridge {
     if (problems.length > 0) throw new ConfigError(problems);
 
     const { system } = config;
+    const persistence = system.persistence;
+    this.codec = codecFromKeys(config.secrets.encryptionKeys);
     this.store =
       overrides.store ??
       new SQLiteStateStore({
-        path: system.persistence.db_path,
-        synchronous: system.persistence.synchronous,
-        busyTimeoutMs: system.persistence.busy_timeout_ms,
+        path: config.paths.db,
+        synchronous: persistence.synchronous,
+        busyTimeoutMs: persistence.busy_timeout_ms,
+        codec: this.codec,
+        history: overrides.history ?? true,
         log: log.child({ module: "store" }),
       });
+    // Backups and the database lock only exist for the SQLite file.
+    this.backups = overrides.store
+      ? null
+      : new BackupManager({
+          dbPath: config.paths.db,
+          dir: config.paths.backups,
+          keep: persistence.backups.keep,
+          intervalS: persistence.backups.interval_s,
+          busyTimeoutMs: persistence.busy_timeout_ms,
+          log: log.child({ module: "backups" }),
+        });
     this.state = new StateService(this.store, log.child({ module: "state" }), {
-      maxValueBytes: system.persistence.max_value_bytes,
+      history: {
+        maxPerKey: persistence.history.max_per_key,
+        maxAgeMs: persistence.history.max_age_days * 24 * 3600 * 1000,
+      },
+      maxValueBytes: persistence.max_value_bytes,
     });
+    this.recovery = new RecoveryPoints(this.state);
     this.bus = new EventBus<BridgeEvents>(log.child({ module: "events" }));
     const env = overrides.env ?? process.env;
     const mqttConfig = system.mqtt;
@@ -127,12 +177,36 @@ export class Bridge {
     return this.broker;
   }
 
-  /** store -> embedded broker -> MQTT -> devices (restore) -> WB devices -> scenarios (restore) -> ready. */
+  /** Set when the database was found damaged at start and a backup was restored. */
+  get restoredFromBackup(): StartupRestore | null {
+    return this.restored;
+  }
+
+  /**
+   * Opens the store. A damaged file has been moved aside by the store; the newest good
+   * backup then takes its place, loudly, and the start goes on. Without one it stops.
+   */
+  private async openStore(): Promise<void> {
+    if (this.backups) this.lock = await acquireDbLock(this.config.paths.db, "wb-bridge");
+    try {
+      await this.store.initialize();
+    } catch (err) {
+      if (!(err instanceof StoreCorruptError) || !this.backups) throw err;
+      const backup = await restoreNewestBackup({ dbPath: this.config.paths.db, dir: this.config.paths.backups, log: this.log });
+      if (!backup) throw err;
+      this.restored = { backup: backup.file, backup_created_at: backup.created_at, quarantined_to: err.quarantinedTo, at: new Date().toISOString() };
+      await this.store.initialize();
+    }
+  }
+
+  /** lock + store (backup restored if damaged) -> embedded broker -> MQTT -> devices (restore) -> WB devices -> scenarios (restore) -> ready. */
   async start(): Promise<void> {
     this.currentPhase = "starting";
     try {
-      await this.store.initialize();
+      await this.openStore();
       this.storeOpen = true;
+      this.state.start();
+      this.backups?.start();
       this.log.info({ db: this.config.system.persistence.db_path }, "state store open");
 
       const embedded = this.config.system.mqtt.embedded;
@@ -180,9 +254,16 @@ export class Bridge {
     await step("wb-devices", () => this.wb.stop());
     await step("bridge-device", () => this.bridgeDevice.stop());
     await step("mqtt", () => this.mqtt.stop());
+    await step("backups", async () => this.backups?.stop());
+    this.state.stop();
     if (this.storeOpen) {
       await step("store", () => this.store.close());
       this.storeOpen = false;
+    }
+    if (this.lock) {
+      const lock = this.lock;
+      this.lock = null;
+      await step("lock", () => lock.release());
     }
     if (this.broker) {
       const broker = this.broker;
