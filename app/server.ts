@@ -5,6 +5,7 @@ import { devicesRoutes } from "./http/devices.js";
 import { registerErrorHandlers } from "./http/errors.js";
 import { eventsRoutes, type EventsOptions } from "./http/events.js";
 import { scenariosRoutes } from "./http/scenarios.js";
+import { stateRoutes } from "./http/state.js";
 import { systemRoutes } from "./http/system.js";
 import { Bridge, type BridgeOverrides } from "./lifespan.js";
 import { createLogger, type Logger } from "./observability/logger.js";
@@ -51,6 +52,7 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   await app.register(systemRoutes(bridge));
   await app.register(devicesRoutes(bridge));
   await app.register(scenariosRoutes(bridge));
+  await app.register(stateRoutes(bridge));
   await app.register(eventsRoutes(bridge, overrides.events));
   return app;
 }

@@ -20,7 +20,7 @@ export async function restoreBackupOnline(options: {
   state: StateService;
   codec: ValueCodec;
   file: string;
-  log: Logger;
+  log: Pick<Logger, "warn">;
   change: ChangeOptions;
 }): Promise<{ restored: number; deleted: number; safety_backup: string }> {
   const backup = (await options.backups.list()).find((b) => b.file === options.file);
@@ -31,7 +31,7 @@ export async function restoreBackupOnline(options: {
   try {
     const copy = join(dir, "backup.db");
     await copyFile(backup.path, copy);
-    const reader = new SQLiteStateStore({ path: copy, codec: options.codec, history: false, log: options.log });
+    const reader = new SQLiteStateStore({ path: copy, codec: options.codec, history: false });
     await reader.initialize();
     const entries = (await reader.list("")).filter((e) => !INTERNAL_NAMESPACES.includes(namespaceOf(e.key)));
     await reader.close();
