@@ -12,6 +12,16 @@ const healthSchema = z.object({
   mqtt: z.object({ connected: z.boolean(), url: z.string(), connects: z.number(), embedded: z.boolean() }),
   devices: z.number(),
   scenario: z.string().nullable(),
+  state: z.object({
+    encrypted: z.boolean(),
+    key_id: z.string().nullable(),
+    last_backup: z
+      .object({ at: z.string(), ok: z.boolean(), file: z.string().optional(), error: z.string().optional() })
+      .nullable(),
+    restored_from_backup: z
+      .object({ backup: z.string(), backup_created_at: z.string(), quarantined_to: z.string(), at: z.string() })
+      .nullable(),
+  }),
 });
 
 const readySchema = z.object({ ready: z.boolean(), reasons: z.array(z.string()) });
@@ -22,6 +32,12 @@ function readiness(bridge: Bridge): string[] {
   if (!bridge.isStoreOpen) reasons.push("state store is not open");
   if (!bridge.mqtt.connected) reasons.push("MQTT broker is not connected");
   return reasons;
+}
+
+function lastBackup(bridge: Bridge) {
+  const result = bridge.backups?.lastResult;
+  if (!result) return null;
+  return { at: result.at, ok: result.ok, file: result.file, error: result.error };
 }
 
 function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
@@ -56,6 +72,12 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
         },
         devices: bridge.devices.list().length,
         scenario: bridge.scenarios.state()?.scenario_id ?? null,
+        state: {
+          encrypted: bridge.codec.encrypted,
+          key_id: bridge.codec.keyId,
+          last_backup: lastBackup(bridge),
+          restored_from_backup: bridge.restoredFromBackup,
+        },
       };
     });
 

@@ -36,11 +36,12 @@ export interface DurableResult extends LoopResult {
 export async function benchDurableActions(
   config: AppConfig,
   settings: { clients: number; warmupMs: number; measureMs: number; opTimeoutMs: number },
+  variant: { history?: boolean } = {},
 ): Promise<DurableResult> {
   let app: FastifyInstance | null = null;
   let peers: BenchPeer[] = [];
   try {
-    app = await buildApp(config, { logger: createLogger("silent") });
+    app = await buildApp(config, { logger: createLogger("silent"), history: variant.history });
     await app.ready();
     const broker = app.bridge.embeddedBroker;
     if (!broker) throw new Error("the bench config enables the embedded broker, but the bridge started none");

@@ -13,6 +13,8 @@ import { writeBenchConfig } from "./fixture.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
+import type { AppConfig } from "../../app/config/loader.js";
+import { generateFernetKey } from "../../app/state/fernet.js";
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -24,11 +26,23 @@ async function main(): Promise<void> {
   try {
     const config = await writeBenchConfig({ configDir: join(root, "config"), dbPath: join(root, "data", "state.db"), devices: BENCH_DEVICES });
 
-    log("\n[1/4] durable actions (MQTT /on -> SQLite commit -> retained value)");
+    log("\n[1/4] durable actions (MQTT /on -> SQLite commit with history -> retained value)");
     const durable = await benchDurableActions(config, settings);
     log(`  ${durable.operations} actions on ${durable.devices} devices in ${durable.seconds} s`);
     log(`  durable actions/s: ${fmt(durable.perSecond)}`);
     log(`  latency ms: p50 ${fmt(durable.latency.p50, 3)}  p99 ${fmt(durable.latency.p99, 3)}  max ${fmt(durable.latency.max, 3)}`);
+
+    // The same phase without history, and with encryption at rest, each on its own database.
+    const variantConfig = (name: string, encryptionKeys: string | null): AppConfig => ({
+      ...config,
+      paths: { ...config.paths, db: join(root, "data", `${name}.db`) },
+      secrets: { encryptionKeys },
+    });
+    const noHistory = await benchDurableActions(variantConfig("no-history", null), settings, { history: false });
+    const encrypted = await benchDurableActions(variantConfig("encrypted", generateFernetKey()), settings);
+    const cost = (other: number) => `${fmt((1 - durable.perSecond / other) * 100, 1)}%`;
+    log(`  without history: ${fmt(noHistory.perSecond)} actions/s (p50 ${fmt(noHistory.latency.p50, 3)} ms); history costs ${cost(noHistory.perSecond)}`);
+    log(`  with encryption (history on): ${fmt(encrypted.perSecond)} actions/s (p50 ${fmt(encrypted.latency.p50, 3)} ms); ${fmt((1 - encrypted.perSecond / durable.perSecond) * 100, 1)}% below the default`);
 
     log("\n[2/4] raw broker round trip (aedes + echo client, QoS 1, no bridge)");
     const rtt = await benchBrokerRoundTrip(settings);
@@ -64,6 +78,8 @@ async function main(): Promise<void> {
         p50_ms: round(durable.latency.p50),
         p99_ms: round(durable.latency.p99),
         max_ms: round(durable.latency.max),
+        without_history_per_s: round(noHistory.perSecond, 1),
+        encrypted_per_s: round(encrypted.perSecond, 1),
       },
       broker: {
         round_trips: rtt.operations,
