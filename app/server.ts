@@ -2,7 +2,11 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { AppConfig } from "./config/loader.js";
 import { devicesRoutes } from "./http/devices.js";
+import { registerAuth } from "./http/auth.js";
 import { registerErrorHandlers } from "./http/errors.js";
+import { metricsRoutes } from "./http/metrics.js";
+import { registerOpenApi } from "./http/openapi.js";
+import { registerRateLimit } from "./http/rate-limit.js";
 import { eventsRoutes, type EventsOptions } from "./http/events.js";
 import { scenariosRoutes } from "./http/scenarios.js";
 import { stateRoutes } from "./http/state.js";
@@ -41,6 +45,10 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   app.setSerializerCompiler(serializerCompiler);
   app.decorate("bridge", bridge);
   registerErrorHandlers(app);
+  // Before the routes: the OpenAPI document and the limits see every route as it is added.
+  await registerOpenApi(app, bridge.version);
+  await registerRateLimit(app, config.system.rate_limit);
+  await registerAuth(app, bridge);
 
   app.addHook("onReady", async () => {
     await bridge.start();
@@ -54,5 +62,6 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   await app.register(scenariosRoutes(bridge));
   await app.register(stateRoutes(bridge));
   await app.register(eventsRoutes(bridge, overrides.events));
+  await app.register(metricsRoutes(bridge));
   return app;
 }

@@ -74,12 +74,57 @@ export const persistenceConfigSchema = z
   })
   .strict();
 
+export const authConfigSchema = z
+  .object({
+    /** `none`: no authentication (only allowed on loopback unless allow_insecure_remote). */
+    mode: z.enum(["none", "jwt"]).default("none"),
+    allow_insecure_remote: z.boolean().default(false),
+    jwt: z
+      .object({
+        /** Name of the environment variable holding the HS256 shared secret. */
+        hs256_secret_env: z.string().min(1).optional(),
+        /** OIDC issuer URL: discovery -> JWKS (RS256/ES256). */
+        oidc_issuer: z.string().url().optional(),
+        /** A JWKS URL used directly (instead of discovery). */
+        jwks_url: z.string().url().optional(),
+        /** Expected `iss`; defaults to oidc_issuer. */
+        issuer: z.string().min(1).optional(),
+        /** Expected `aud`. */
+        audience: z.string().min(1).optional(),
+        /** Claim holding the permissions: a space-separated string or an array. */
+        permissions_claim: z.string().min(1).default("scope"),
+        clock_tolerance_s: z.number().int().min(0).max(600).default(30),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export const metricsConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Serve /metrics without authentication (for a scraper on a trusted network). */
+    public: z.boolean().default(false),
+  })
+  .strict();
+
+export const rateLimitConfigSchema = z
+  .object({
+    /** Write requests per client per window; 0 disables. */
+    max: z.number().int().min(0).default(120),
+    window_ms: z.number().int().min(100).default(60_000),
+  })
+  .strict();
+
 export const systemConfigSchema = z
   .object({
     mqtt: mqttConfigSchema.prefault({}),
     http: httpConfigSchema.prefault({}),
     persistence: persistenceConfigSchema.prefault({}),
     logging: z.object({ level: logLevelSchema.default("info") }).strict().prefault({}),
+    auth: authConfigSchema.prefault({}),
+    metrics: metricsConfigSchema.prefault({}),
+    rate_limit: rateLimitConfigSchema.prefault({}),
     /** How long shutdown waits for in-flight actions and writes before giving up. */
     shutdown_timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
   })
@@ -88,3 +133,4 @@ export const systemConfigSchema = z
 export type SystemConfig = z.infer<typeof systemConfigSchema>;
 export type MqttConfig = z.infer<typeof mqttConfigSchema>;
 export type LogLevel = z.infer<typeof logLevelSchema>;
+export type AuthConfig = z.infer<typeof authConfigSchema>;

@@ -1,3 +1,4 @@
+import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { DeviceDefinition } from "../config/device.js";
 import type { Bridge } from "../lifespan.js";
@@ -23,13 +24,14 @@ function summary(device: DeviceDefinition) {
 
 export function devicesRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/devices", { schema: { response: { 200: z.array(deviceSummarySchema) } } }, async () =>
+    app.get("/devices", { config: { permission: "devices:read" },  schema: { response: { 200: z.array(deviceSummarySchema) } } }, async () =>
       bridge.devices.list().map(summary),
     );
 
     app.get(
       "/devices/:id",
-      { schema: { params: idParamsSchema, response: { 200: deviceDetailSchema, 404: errorResponseSchema } } },
+      {
+        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: deviceDetailSchema, 404: errorResponseSchema } } },
       async (request) => {
         const device = bridge.devices.get(request.params.id);
         return {
@@ -53,13 +55,15 @@ export function devicesRoutes(bridge: Bridge): FastifyPluginAsyncZod {
 
     app.get(
       "/devices/:id/state",
-      { schema: { params: idParamsSchema, response: { 200: deviceStateSchema, 404: errorResponseSchema } } },
+      {
+        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: deviceStateSchema, 404: errorResponseSchema } } },
       async (request) => bridge.devices.getState(request.params.id),
     );
 
     app.post(
       "/devices/:id/action",
       {
+        config: { permission: "devices:control" },
         schema: {
           params: idParamsSchema,
           body: actionBodySchema,

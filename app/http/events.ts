@@ -1,5 +1,6 @@
 import type { ServerResponse } from "node:http";
 import type { FastifyPluginAsync } from "fastify";
+import "./permissions.js";
 import type { Bridge, BridgeEvents } from "../lifespan.js";
 
 /** The bus events streamed to clients, by their SSE `event:` name. */
@@ -70,7 +71,7 @@ export function eventsRoutes(bridge: Bridge, options: EventsOptions = {}): Fasti
       clients.clear();
     });
 
-    app.get("/events", async (request, reply) => {
+    app.get("/events", { config: { permission: "devices:read" } }, async (request, reply) => {
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {

@@ -1,3 +1,4 @@
+import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { localizedNamesSchema, wbIdSchema } from "../config/device.js";
@@ -104,47 +105,53 @@ function definition(s: ScenarioDefinition): z.infer<typeof definitionResponse> {
 export function scenariosRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   const scenarios = bridge.scenarios;
   return async (app) => {
-    app.get("/scenarios", { schema: { response: { 200: z.array(scenarioSummary) } } }, async () =>
+    app.get("/scenarios", { config: { permission: "devices:read" },  schema: { response: { 200: z.array(scenarioSummary) } } }, async () =>
       scenarios.list().map(summary),
     );
 
     app.get(
       "/scenarios/:id",
-      { schema: { params: idParamsSchema, response: { 200: scenarioSummary, 404: errorResponseSchema } } },
+      {
+        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: scenarioSummary, 404: errorResponseSchema } } },
       async (request) => summary(scenarios.get(request.params.id)),
     );
 
     app.get(
       "/scenario/definition/:id",
-      { schema: { params: idParamsSchema, response: { 200: definitionResponse, 404: errorResponseSchema } } },
+      {
+        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: definitionResponse, 404: errorResponseSchema } } },
       async (request) => definition(scenarios.get(request.params.id)),
     );
 
-    app.get("/scenario/state", { schema: { response: { 200: scenarioStateResponse } } }, async () => {
+    app.get("/scenario/state", { config: { permission: "devices:read" },  schema: { response: { 200: scenarioStateResponse } } }, async () => {
       return scenarios.state() ?? { scenario_id: null, devices: {}, switched_at: null, failed_steps: [] };
     });
 
     app.post(
       "/scenario/switch",
-      { schema: { body: switchBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
+      {
+        config: { permission: "scenarios:control" }, schema: { body: switchBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
       async (request) => scenarios.switch(request.body.id, { graceful: request.body.graceful }),
     );
 
     app.post(
       "/scenario/start",
-      { schema: { body: startBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
+      {
+        config: { permission: "scenarios:control" }, schema: { body: startBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
       async (request) => scenarios.start(request.body.id),
     );
 
     app.post(
       "/scenario/shutdown",
-      { schema: { response: { 200: scenarioChangeResultSchema, ...errors } } },
+      {
+        config: { permission: "scenarios:control" }, schema: { response: { 200: scenarioChangeResultSchema, ...errors } } },
       async () => scenarios.shutdownActive(),
     );
 
     app.post(
       "/scenario/role_action",
-      { schema: { body: roleActionBody, response: { 200: roleActionResponse, ...errors } } },
+      {
+        config: { permission: "scenarios:control" }, schema: { body: roleActionBody, response: { 200: roleActionResponse, ...errors } } },
       async (request) => {
         const { role, action, params } = request.body;
         return scenarios.roleAction(role, action, params ?? {});

@@ -1,3 +1,4 @@
+import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Bridge } from "../lifespan.js";
@@ -56,7 +57,7 @@ function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
 
 export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/health", { schema: { response: { 200: healthSchema } } }, async () => {
+    app.get("/health", { config: { permission: "devices:read" },  schema: { response: { 200: healthSchema } } }, async () => {
       const phase = bridge.phase;
       return {
         status: healthStatus(bridge),
@@ -81,11 +82,11 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       };
     });
 
-    app.get("/health/live", { schema: { response: { 200: z.object({ live: z.literal(true) }) } } }, async () => ({
+    app.get("/health/live", { config: { permission: "public" },  schema: { response: { 200: z.object({ live: z.literal(true) }) } } }, async () => ({
       live: true as const,
     }));
 
-    app.get("/health/ready", { schema: { response: { 200: readySchema, 503: readySchema } } }, async (_request, reply) => {
+    app.get("/health/ready", { config: { permission: "public" },  schema: { response: { 200: readySchema, 503: readySchema } } }, async (_request, reply) => {
       const reasons = readiness(bridge);
       return reply.status(reasons.length === 0 ? 200 : 503).send({ ready: reasons.length === 0, reasons });
     });
