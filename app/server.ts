@@ -13,6 +13,7 @@ import { stateRoutes } from "./http/state.js";
 import { systemRoutes } from "./http/system.js";
 import { Bridge, type BridgeOverrides } from "./lifespan.js";
 import { createLogger, type Logger } from "./observability/logger.js";
+import { echoRequestId, genReqId } from "./observability/request-id.js";
 import { readVersion } from "./version.js";
 
 declare module "fastify" {
@@ -40,10 +41,16 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: 256 * 1024,
     return503OnClosing: true,
+    // Request ids: the caller's x-request-id when sane, else a UUID; echoed on every response.
+    requestIdHeader: false,
+    genReqId,
+    // State keys in the path may be 200 characters of id plus a namespace.
+    maxParamLength: 512,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.decorate("bridge", bridge);
+  echoRequestId(app);
   registerErrorHandlers(app);
   // Before the routes: the OpenAPI document and the limits see every route as it is added.
   await registerOpenApi(app, bridge.version);

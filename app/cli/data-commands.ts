@@ -93,18 +93,14 @@ export const importCommand: CommandSpec<CommandContext> = {
         );
       }
     }
-    const withExpiry = parsed.entries.filter((e) => e.expiresAt !== null).length;
-    const entries = parsed.entries.map((e) => ({ key: e.key, value: e.value, version: e.version }));
+    const entries = parsed.entries.map((e) => ({ key: e.key, value: e.value, version: e.version, expiresAt: e.expiresAt }));
     const imported = await withState(
       ctx,
       "create",
       async ({ state }) => (entries.length === 0 ? 0 : state.restoreEntries(entries, cliChange({ transition: "restore" }))),
       config,
     );
-    if (withExpiry > 0) {
-      ctx.out.warn(`imported without expiry: ${plural(withExpiry, "entry", "entries")} with a future expires_at (restores carry no TTL)`);
-    }
-    const summary = { imported, invalid: parsed.problems.length, expired: parsed.expired, without_expiry: withExpiry };
+    const summary = { imported, invalid: parsed.problems.length, expired: parsed.expired };
     ctx.out.result(summary, () => {
       const extra = [
         parsed.problems.length > 0 ? `${plural(parsed.problems.length, "invalid line")} skipped` : "",

@@ -1,6 +1,7 @@
 import type { JsonObject } from "../shared/json.js";
 import {
   StoreClosedError,
+  StoreWriteError,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
@@ -64,9 +65,18 @@ export class MemoryStateStore implements StateStore {
   async write(ops: readonly WriteOp[]): Promise<void> {
     this.assertOpen();
     const at = this.now();
-    for (const op of ops) {
+    // Every op is encoded before any is applied: a batch is all or nothing, as in SQLite.
+    const texts = ops.map((op) => {
+      if (op.value === null) return null;
+      try {
+        return JSON.stringify(op.value);
+      } catch (err) {
+        throw new StoreWriteError(`value of ${op.key} is not serializable: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    });
+    for (const [i, op] of ops.entries()) {
       const old = this.live(op.key)?.text ?? null;
-      const text = op.value === null ? null : JSON.stringify(op.value);
+      const text = texts[i] ?? null;
       if (!(old === null && text === null)) {
         this.log.push({
           id: this.nextId++,
@@ -90,6 +100,11 @@ export class MemoryStateStore implements StateStore {
       .filter((key) => key.startsWith(prefix) && (options.after === undefined || key > options.after) && this.live(key))
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     return keys.slice(0, options.limit ?? keys.length).map((key) => toEntry(key, this.rows.get(key) as Row));
+  }
+
+  async count(prefix = ""): Promise<number> {
+    this.assertOpen();
+    return [...this.rows.keys()].filter((key) => key.startsWith(prefix) && this.live(key)).length;
   }
 
   async history(query: HistoryQuery): Promise<HistoryEntry[]> {

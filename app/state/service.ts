@@ -249,7 +249,18 @@ export class StateService {
     assertValidKey(key);
     return this.locks.run(key, async () => {
       const current = await this.store.getEntry(key);
-      const base = current ? ((await this.migrated(current))?.value ?? current.value) : {};
+      let base: JsonObject = {};
+      if (current) {
+        const migrated = await this.migrated(current);
+        // Merging into a value of unknown shape and stamping it with our version would corrupt it.
+        if (migrated === null) {
+          throw new ConflictError(
+            "state_version_unsupported",
+            `${key} is stored at version ${current.version}, which this bridge cannot migrate; it is left untouched`,
+          );
+        }
+        base = migrated.value;
+      }
       return this.commit(key, current, deepMerge(base, patch), options);
     });
   }
@@ -303,20 +314,28 @@ export class StateService {
    * recovery points, backup restores and imports. Listeners hear every change.
    */
   async restoreEntries(
-    entries: ReadonlyArray<{ key: string; value: JsonObject | null; version?: number }>,
+    entries: ReadonlyArray<{ key: string; value: JsonObject | null; version?: number; expiresAt?: number | null }>,
     options: ChangeOptions,
   ): Promise<number> {
     const transition = options.transition ?? "restore";
     const olds = new Map<string, JsonObject | null>();
     for (const e of entries) olds.set(e.key, (await this.store.getEntry(e.key))?.value ?? null);
-    const ops: WriteOp[] = entries.map((e) => ({
+    // Values saved by an older version come back in the current shape, so listeners and
+    // readers never see the old one; one this bridge cannot migrate is put back as it was.
+    const restored = entries.map((e) => {
+      if (e.value === null) return e;
+      const upgraded = this.upgrade(e.key, e.value, e.version ?? 1);
+      return upgraded ? { ...e, value: upgraded.value, version: upgraded.version } : e;
+    });
+    const ops: WriteOp[] = restored.map((e) => ({
       key: e.key,
       value: e.value,
       version: e.version,
+      expiresAt: e.expiresAt ?? null,
       meta: { transition, source: options.source, actor: options.actor },
     }));
     await this.store.write(ops);
-    for (const e of entries) {
+    for (const e of restored) {
       this.notify({ key: e.key, old: olds.get(e.key) ?? null, new: e.value, transition, source: options.source, actor: options.actor ?? null });
     }
     return entries.length;
@@ -413,27 +432,40 @@ export class StateService {
 
   /** The entry at its namespace's current version (written back), or null when it is newer than known. */
   private async migrated(entry: StoredEntry): Promise<StoredEntry | null> {
-    const spec = this.namespaces.get(namespaceOf(entry.key));
-    const target = spec?.version ?? 1;
-    if (!spec || entry.version === target) return entry;
-    if (entry.version > target) {
-      this.log.warn({ key: entry.key, version: entry.version, known: target }, "stored value is from a newer version; left untouched");
-      return null;
-    }
-    let value = entry.value;
-    for (let v = entry.version; v < target; v++) {
-      const step = spec.migrations?.[v];
-      if (!step) {
-        this.log.warn({ key: entry.key, from: v }, "no migration step; value left untouched");
-        return null;
-      }
-      value = step(value);
-    }
+    const upgraded = this.upgrade(entry.key, entry.value, entry.version);
+    if (upgraded === null) return null;
+    if (upgraded.version === entry.version) return entry;
+    const { value, version: target } = upgraded;
     await this.store.write([
       { key: entry.key, value, version: target, expiresAt: entry.expiresAt, meta: { transition: "update", source: "migration" } },
     ]);
     this.log.info({ key: entry.key, from: entry.version, to: target }, "state value migrated");
     return { ...entry, value, version: target };
+  }
+
+  /**
+   * `value` (stored at `version`) at its namespace's current version: unchanged when
+   * already there or the namespace is not registered; null when it is newer than known
+   * or a step is missing (logged).
+   */
+  private upgrade(key: string, value: JsonObject, version: number): { value: JsonObject; version: number } | null {
+    const spec = this.namespaces.get(namespaceOf(key));
+    const target = spec?.version ?? 1;
+    if (!spec || version === target) return { value, version };
+    if (version > target) {
+      this.log.warn({ key, version, known: target }, "stored value is from a newer version; left untouched");
+      return null;
+    }
+    let next = value;
+    for (let v = version; v < target; v++) {
+      const step = spec.migrations?.[v];
+      if (!step) {
+        this.log.warn({ key, from: v }, "no migration step; value left untouched");
+        return null;
+      }
+      next = step(next);
+    }
+    return { value: next, version: target };
   }
 
   private check<S extends z.ZodType<JsonObject>>(

@@ -1,5 +1,6 @@
 import { mkdir, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
@@ -36,6 +37,8 @@ export interface SQLiteStateStoreOptions {
   history?: boolean;
   log?: Logger;
   now?: () => number;
+  /** Called after each group commit (metrics); `writes` callers, `ops` rows. Must not throw. */
+  onCommit?: (info: { writes: number; ops: number; durationMs: number; ok: boolean }) => void;
 }
 
 /** Queued work for the writer: writes are grouped; a task runs alone, in its place. */
@@ -228,6 +231,20 @@ export class SQLiteStateStore implements StateStore {
     });
   }
 
+  async count(prefix = ""): Promise<number> {
+    const params: SqlParam[] = [this.now()];
+    let range = "";
+    if (prefix !== "") {
+      range = " AND key >= ? AND key < ?";
+      params.push(prefix, prefixUpperBound(prefix));
+    }
+    const row = await this.openReader().get<{ n: number }>(
+      `SELECT COUNT(*) AS n FROM state_store WHERE (expires_at IS NULL OR expires_at > ?)${range}`,
+      params,
+    );
+    return row?.n ?? 0;
+  }
+
   async history(query: HistoryQuery): Promise<HistoryEntry[]> {
     const where: string[] = [];
     const params: SqlParam[] = [];
@@ -412,10 +429,20 @@ export class SQLiteStateStore implements StateStore {
         const end = this.pending.findIndex((p) => p.kind === "task");
         const batch = (end === -1 ? this.pending.splice(0) : this.pending.splice(0, end)) as PendingWrite[];
         const ops = batch.flatMap((w) => w.ops);
+        const started = performance.now();
+        // A throwing observer must never turn a committed batch into a rejected one.
+        const report = (ok: boolean) => {
+          try {
+            this.options.onCommit?.({ writes: batch.length, ops: ops.length, durationMs: performance.now() - started, ok });
+          } catch (err) {
+            this.options.log?.warn({ err: errorMessage(err) }, "commit observer failed");
+          }
+        };
         try {
           await this.commitBatch(ops);
           this.commits += 1;
           this.committedWrites += batch.length;
+          report(true);
           for (const write of batch) write.resolve();
         } catch (err) {
           const keys = [...new Set(ops.map((o) => o.key))];
@@ -424,6 +451,7 @@ export class SQLiteStateStore implements StateStore {
             `could not commit ${ops.length} write(s) to ${this.options.path}: ${errorMessage(err)}`,
             { cause: err },
           );
+          report(false);
           for (const write of batch) write.reject(failure);
         }
       }

@@ -105,6 +105,8 @@ export interface StateStore {
   pruneHistory(retention: HistoryRetention, now: number): Promise<number>;
   /** Deletes keys whose time is up, with an `expire` history entry each; returns them with their last value. */
   sweepExpired(now: number): Promise<Array<{ key: string; old: JsonObject | null }>>;
+  /** How many live keys start with `prefix` (all when omitted); cheap, for health reports. */
+  count?(prefix?: string): Promise<number>;
 }
 
 export class StateStoreError extends Error {

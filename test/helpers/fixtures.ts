@@ -68,6 +68,8 @@ export async function testConfig(root: string, brokerUrl: string, files: ConfigF
       mqtt: { client_id: `bridge-${Math.random().toString(16).slice(2)}`, reconnect_min_ms: 100 },
       persistence: { db_path: join(root, "state.db") },
       logging: { level: "silent" },
+      // Tests drive hundreds of writes from one client; the rate-limit tests turn it on.
+      rate_limit: { max: 0 },
     },
     devices: files.devices ?? [simulatedDevice("tv"), simulatedDevice("amp")],
     scenarios: files.scenarios ?? [],

@@ -1,7 +1,7 @@
 import { MemoryStateStore } from "../../app/state/memory-store.js";
 import { describeStoreContract } from "./store-contract.js";
 
-describeStoreContract("memory", () => {
-  const store = new MemoryStateStore();
+describeStoreContract("memory", (_dir, now) => {
+  const store = new MemoryStateStore(now);
   return { store, reopen: () => store };
 });

@@ -13,9 +13,9 @@ import {
 import { tempDir } from "../helpers/fixtures.js";
 import { describeStoreContract } from "./store-contract.js";
 
-describeStoreContract("sqlite", (dir) => {
+describeStoreContract("sqlite", (dir, now) => {
   const path = join(dir, "state.db");
-  return { store: new SQLiteStateStore({ path }), reopen: () => new SQLiteStateStore({ path }) };
+  return { store: new SQLiteStateStore({ path, now }), reopen: () => new SQLiteStateStore({ path, now }) };
 });
 
 /** A second, independent connection to the same file: sees only what was committed. */

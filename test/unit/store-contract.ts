@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { StateStore } from "../../app/state/store.js";
-import { isUndecodable, StoreClosedError } from "../../app/state/store.js";
+import type { JsonObject } from "../../app/shared/json.js";
+import type { HistoryEntry, ListedEntry, StateStore } from "../../app/state/store.js";
+import { isUndecodable, StoreClosedError, StoreWriteError } from "../../app/state/store.js";
 import { tempDir } from "../helpers/fixtures.js";
 
 export interface StoreHarness {
@@ -9,19 +10,52 @@ export interface StoreHarness {
   reopen(): StateStore;
 }
 
+/** The store's clock: the contract moves it by hand (TTL, history age), never by waiting. */
+export interface TestClock {
+  now: () => number;
+  advance(ms: number): void;
+}
+
+function testClock(): TestClock {
+  let t = Date.parse("2024-05-01T10:00:00.000Z");
+  return {
+    now: () => t,
+    advance: (ms) => {
+      t += ms;
+    },
+  };
+}
+
+function keysOf(entries: readonly ListedEntry[]): string[] {
+  return entries.map((e) => e.key);
+}
+
+function valueOf(entry: ListedEntry | undefined): JsonObject | null {
+  return entry && !isUndecodable(entry) ? entry.value : null;
+}
+
+/** History of one key, oldest first, without ids and times. */
+async function historyOf(store: StateStore, key: string): Promise<Array<Omit<HistoryEntry, "id" | "at" | "key">>> {
+  const entries = await store.history({ key, limit: 1000 });
+  return entries.reverse().map(({ id: _id, at: _at, key: _key, ...rest }) => rest);
+}
+
 /**
  * The StateStore contract: every implementation (memory, SQLite, later Redis and
- * PostgreSQL) runs exactly these tests through its own factory.
+ * PostgreSQL) runs exactly these tests through its own factory. The factory must build
+ * its store on `now` (the store's clock for updated_at, history times and expiry).
  */
-export function describeStoreContract(name: string, make: (dir: string) => StoreHarness): void {
+export function describeStoreContract(name: string, make: (dir: string, now: () => number) => StoreHarness): void {
   describe(`StateStore contract: ${name}`, () => {
     let dir: Awaited<ReturnType<typeof tempDir>>;
     let harness: StoreHarness;
     let store: StateStore;
+    let clock: TestClock;
 
     beforeEach(async () => {
       dir = await tempDir();
-      harness = make(dir.path);
+      clock = testClock();
+      harness = make(dir.path, clock.now);
       store = harness.store;
       await store.initialize();
     });
@@ -101,6 +135,272 @@ export function describeStoreContract(name: string, make: (dir: string) => Store
       await expect(store.set("device:a", { v: 1 })).rejects.toBeInstanceOf(StoreClosedError);
       store = harness.reopen();
       await store.initialize();
+    });
+
+    describe("write()", () => {
+      it("applies several ops in order: the last op on a key wins, a delete in between counts", async () => {
+        await store.set("group:a", { v: 0 });
+        await store.set("group:c", { v: 0 });
+        await store.write([
+          { key: "group:a", value: { v: 1 } },
+          { key: "group:b", value: { v: 1 } },
+          { key: "group:a", value: { v: 2 } },
+          { key: "group:b", value: null },
+          { key: "group:c", value: null },
+          { key: "group:c", value: { v: 3 } },
+          { key: "group:d", value: { v: 4 } },
+          { key: "group:d", value: null },
+        ]);
+        expect(await store.get("group:a")).toEqual({ v: 2 });
+        expect(await store.get("group:b")).toBeNull();
+        expect(await store.get("group:c")).toEqual({ v: 3 });
+        expect(await store.get("group:d")).toBeNull();
+        expect(keysOf(await store.list("group:"))).toEqual(["group:a", "group:c"]);
+      });
+
+      it("is all or nothing: one value that cannot be stored fails the whole write, with no history", async () => {
+        await store.set("group:a", { v: 0 });
+        const cyclic: JsonObject = { name: "loop" };
+        cyclic.self = cyclic;
+        const err = await store
+          .write([
+            { key: "group:a", value: { v: 1 } },
+            { key: "group:b", value: { v: 1 } },
+            { key: "group:c", value: cyclic },
+          ])
+          .then(() => null, (e: unknown) => e);
+        expect(err).toBeInstanceOf(StoreWriteError);
+        expect((err as Error).message).toContain("group:c");
+        expect(await store.get("group:a")).toEqual({ v: 0 });
+        expect(await store.get("group:b")).toBeNull();
+        expect(keysOf(await store.list("group:"))).toEqual(["group:a"]);
+        expect(await historyOf(store, "group:b")).toEqual([]);
+        expect(await historyOf(store, "group:a")).toHaveLength(1);
+        // The store goes on working.
+        await store.write([{ key: "group:b", value: { v: 2 } }]);
+        expect(await store.get("group:b")).toEqual({ v: 2 });
+      });
+
+      it("is seen whole or not at all by a concurrent reader", async () => {
+        const ops = Array.from({ length: 40 }, (_, i) => ({ key: `batch:${String(i).padStart(2, "0")}`, value: { i } }));
+        let done = false;
+        const writing = store.write(ops).then(() => {
+          done = true;
+        });
+        const seen: number[] = [];
+        while (!done) {
+          seen.push((await store.list("batch:")).length);
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+        await writing;
+        seen.push((await store.list("batch:")).length);
+        expect(seen.every((n) => n === 0 || n === 40)).toBe(true);
+        expect(seen[seen.length - 1]).toBe(40);
+      });
+
+      it("keeps the order of separate concurrent writes to one key", async () => {
+        await Promise.all([
+          store.write([{ key: "order:k", value: { n: 1 } }]),
+          store.write([{ key: "order:k", value: null }]),
+          store.write([{ key: "order:k", value: { n: 3 } }]),
+          store.write([{ key: "order:k", value: { n: 4 } }]),
+        ]);
+        expect(await store.get("order:k")).toEqual({ n: 4 });
+        expect((await historyOf(store, "order:k")).map((h) => [h.transition, h.old, h.new])).toEqual([
+          ["create", null, { n: 1 }],
+          ["delete", { n: 1 }, null],
+          ["create", null, { n: 3 }],
+          ["update", { n: 3 }, { n: 4 }],
+        ]);
+      });
+    });
+
+    describe("history", () => {
+      it("records create, update and delete with old and new values, source and actor", async () => {
+        await store.write([{ key: "user:anna", value: { age: 30 }, meta: { transition: "create", source: "http", actor: "admin" } }]);
+        await store.set("user:anna", { age: 31 });
+        await store.delete("user:anna");
+        expect(await historyOf(store, "user:anna")).toEqual([
+          { old: null, new: { age: 30 }, transition: "create", source: "http", actor: "admin" },
+          { old: { age: 30 }, new: { age: 31 }, transition: "update", source: "internal", actor: null },
+          { old: { age: 31 }, new: null, transition: "delete", source: "internal", actor: null },
+        ]);
+      });
+
+      it("derives each entry's transition and old value from the op before it in the same batch", async () => {
+        await store.set("chain:k", { v: 0 });
+        await store.write([
+          { key: "chain:k", value: { v: 1 } },
+          { key: "chain:k", value: { v: 2 } },
+          { key: "chain:k", value: null },
+          { key: "chain:k", value: { v: 3 } },
+          { key: "chain:other", value: { v: 9 } },
+        ]);
+        expect((await historyOf(store, "chain:k")).map((h) => [h.transition, h.old, h.new])).toEqual([
+          ["create", null, { v: 0 }],
+          ["update", { v: 0 }, { v: 1 }],
+          ["update", { v: 1 }, { v: 2 }],
+          ["delete", { v: 2 }, null],
+          ["create", null, { v: 3 }],
+        ]);
+        // Newest first across keys: the batch's entries come in op order.
+        const all = await store.history({ limit: 3 });
+        expect(all.map((h) => [h.key, h.transition])).toEqual([
+          ["chain:other", "create"],
+          ["chain:k", "create"],
+          ["chain:k", "delete"],
+        ]);
+        expect(all[0]?.at).toBe(clock.now());
+      });
+
+      it("records no entry for deleting a key that does not exist", async () => {
+        await store.delete("ghost:k");
+        await store.write([{ key: "ghost:k", value: null, meta: { transition: "delete", source: "http" } }]);
+        await store.write([
+          { key: "ghost:j", value: { v: 1 } },
+          { key: "ghost:j", value: null },
+          { key: "ghost:j", value: null },
+        ]);
+        expect(await historyOf(store, "ghost:k")).toEqual([]);
+        expect((await historyOf(store, "ghost:j")).map((h) => h.transition)).toEqual(["create", "delete"]);
+      });
+
+      it("pages newest first with beforeId and filters by transition", async () => {
+        for (let i = 0; i < 5; i++) await store.set("page:k", { i });
+        await store.delete("page:k");
+        const first = await store.history({ key: "page:k", limit: 2 });
+        expect(first.map((h) => h.new)).toEqual([null, { i: 4 }]);
+        const second = await store.history({ key: "page:k", limit: 10, beforeId: first[1]?.id });
+        expect(second.map((h) => h.new)).toEqual([{ i: 3 }, { i: 2 }, { i: 1 }, { i: 0 }]);
+        expect((await store.history({ transition: "update", limit: 10 })).map((h) => h.new)).toEqual([
+          { i: 4 },
+          { i: 3 },
+          { i: 2 },
+          { i: 1 },
+        ]);
+      });
+
+      it("prunes by count per key, keeping the newest", async () => {
+        for (let i = 0; i < 6; i++) await store.set("prune:a", { i });
+        for (let i = 0; i < 2; i++) await store.set("prune:b", { i });
+        const removed = await store.pruneHistory({ maxPerKey: 3, maxAgeMs: 0 }, clock.now());
+        expect(removed).toBe(3);
+        expect((await historyOf(store, "prune:a")).map((h) => h.new)).toEqual([{ i: 3 }, { i: 4 }, { i: 5 }]);
+        expect(await historyOf(store, "prune:b")).toHaveLength(2);
+        expect(await store.get("prune:a")).toEqual({ i: 5 });
+      });
+
+      it("prunes by age", async () => {
+        await store.set("age:a", { i: 0 });
+        await store.set("age:b", { i: 0 });
+        clock.advance(10_000);
+        await store.set("age:a", { i: 1 });
+        clock.advance(10_000);
+        await store.set("age:a", { i: 2 });
+        const removed = await store.pruneHistory({ maxPerKey: 0, maxAgeMs: 15_000 }, clock.now());
+        expect(removed).toBe(2);
+        expect((await historyOf(store, "age:a")).map((h) => h.new)).toEqual([{ i: 1 }, { i: 2 }]);
+        expect(await historyOf(store, "age:b")).toEqual([]);
+        // Values are never pruned, only their history.
+        expect(await store.get("age:b")).toEqual({ i: 0 });
+        expect(await store.pruneHistory({ maxPerKey: 0, maxAgeMs: 0 }, clock.now())).toBe(0);
+      });
+    });
+
+    describe("entries and expiry", () => {
+      it("returns version, updatedAt and expiresAt with the value", async () => {
+        const t0 = clock.now();
+        await store.write([{ key: "meta:k", value: { a: 1 }, version: 3, expiresAt: t0 + 60_000 }]);
+        expect(await store.getEntry("meta:k")).toEqual({ key: "meta:k", value: { a: 1 }, updatedAt: t0, version: 3, expiresAt: t0 + 60_000 });
+        clock.advance(5);
+        await store.set("meta:k", { a: 2 });
+        expect(await store.getEntry("meta:k")).toEqual({ key: "meta:k", value: { a: 2 }, updatedAt: t0 + 5, version: 1, expiresAt: null });
+        expect(await store.getEntry("meta:missing")).toBeNull();
+        const [listed] = await store.list("meta:");
+        expect(listed).toEqual({ key: "meta:k", value: { a: 2 }, updatedAt: t0 + 5, version: 1, expiresAt: null });
+      });
+
+      it("hides an expired key from get, getEntry and list before it is swept", async () => {
+        const t0 = clock.now();
+        await store.write([
+          { key: "ttl:a", value: { a: 1 }, expiresAt: t0 + 1000 },
+          { key: "ttl:b", value: { b: 1 }, expiresAt: t0 + 2000 },
+          { key: "ttl:c", value: { c: 1 } },
+        ]);
+        clock.advance(999);
+        expect(await store.get("ttl:a")).toEqual({ a: 1 });
+        clock.advance(1);
+        expect(await store.get("ttl:a")).toBeNull();
+        expect(await store.getEntry("ttl:a")).toBeNull();
+        expect(keysOf(await store.list("ttl:"))).toEqual(["ttl:b", "ttl:c"]);
+        // Not swept yet: no expire entry.
+        expect(await store.history({ transition: "expire", limit: 10 })).toEqual([]);
+      });
+
+      it("sweeps expired keys with an expire history entry each and returns them with their last value", async () => {
+        const t0 = clock.now();
+        await store.write([
+          { key: "ttl:a", value: { a: 1 }, expiresAt: t0 + 1000 },
+          { key: "ttl:b", value: { b: 1 }, expiresAt: t0 + 1000 },
+          { key: "ttl:c", value: { c: 1 }, expiresAt: t0 + 5000 },
+          { key: "ttl:d", value: { d: 1 } },
+        ]);
+        expect(await store.sweepExpired(t0 + 999)).toEqual([]);
+        clock.advance(1000);
+        const swept = await store.sweepExpired(clock.now());
+        expect([...swept].sort((x, y) => (x.key < y.key ? -1 : 1))).toEqual([
+          { key: "ttl:a", old: { a: 1 } },
+          { key: "ttl:b", old: { b: 1 } },
+        ]);
+        expect(await historyOf(store, "ttl:a")).toEqual([
+          { old: null, new: { a: 1 }, transition: "create", source: "internal", actor: null },
+          { old: { a: 1 }, new: null, transition: "expire", source: "ttl", actor: null },
+        ]);
+        const expired = await store.history({ transition: "expire", limit: 10 });
+        expect(expired.map((h) => h.key).sort()).toEqual(["ttl:a", "ttl:b"]);
+        expect(expired.every((h) => h.at === clock.now())).toBe(true);
+        // Swept means gone for good, also after a reopen; the rest stays.
+        expect(await store.sweepExpired(clock.now())).toEqual([]);
+        await store.close();
+        store = harness.reopen();
+        await store.initialize();
+        expect(keysOf(await store.list("ttl:"))).toEqual(["ttl:c", "ttl:d"]);
+      });
+
+      it("writing an expired key again makes it live, and clears the expiry unless given", async () => {
+        const t0 = clock.now();
+        await store.write([{ key: "ttl:k", value: { v: 1 }, expiresAt: t0 + 10 }]);
+        clock.advance(20);
+        await store.set("ttl:k", { v: 2 });
+        expect(await store.getEntry("ttl:k")).toMatchObject({ value: { v: 2 }, expiresAt: null });
+        // The old expired value is not the new one's `old`: the key did not exist any more.
+        expect((await historyOf(store, "ttl:k")).map((h) => [h.transition, h.old])).toEqual([
+          ["create", null],
+          ["create", null],
+        ]);
+        expect(await store.sweepExpired(clock.now())).toEqual([]);
+      });
+    });
+
+    describe("list()", () => {
+      it("pages with after and limit, in key order", async () => {
+        const keys = Array.from({ length: 11 }, (_, i) => `page:${String(i).padStart(2, "0")}`);
+        await store.write([...keys].reverse().map((key, i) => ({ key, value: { i } })));
+        await store.set("pagex:zz", { other: true });
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await store.list("page:", { after, limit: 4 });
+          seen.push(...keysOf(page));
+          if (page.length < 4) break;
+          after = page[page.length - 1]?.key;
+        }
+        expect(seen).toEqual(keys);
+        expect(keysOf(await store.list("page:", { after: "page:03", limit: 2 }))).toEqual(["page:04", "page:05"]);
+        expect(keysOf(await store.list("page:", { after: "page:035" }))).toEqual(keys.slice(4));
+        expect(await store.list("page:", { limit: 0 })).toEqual([]);
+        expect(valueOf((await store.list("", { after: "page:09", limit: 1 }))[0])).toEqual({ i: 0 });
+      });
     });
   });
 }
