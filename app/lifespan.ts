@@ -11,6 +11,8 @@ import { WbDeviceAdapter } from "./devices/wb-adapter.js";
 import { BridgeDevice, bridgeWill } from "./mqtt/bridge-device.js";
 import { startEmbeddedBroker, type EmbeddedBroker } from "./mqtt/broker.js";
 import { MqttGateway, redactUrl } from "./mqtt/gateway.js";
+import { InstrumentedStateStore } from "./observability/instrumented-store.js";
+import { BridgeMetrics } from "./observability/metrics.js";
 import { ScenarioManager, type ScenarioEvents } from "./scenarios/manager.js";
 import { ConfigError, errorMessage } from "./shared/errors.js";
 import { EventBus } from "./shared/event-bus.js";
@@ -78,6 +80,7 @@ export class Bridge {
   readonly recovery: RecoveryPoints;
   readonly backups: BackupManager | null;
   readonly codec: ValueCodec;
+  readonly metrics: BridgeMetrics;
   readonly startedAt = Date.now();
   private broker: EmbeddedBroker | null = null;
   private lock: DbLock | null = null;
@@ -100,7 +103,10 @@ export class Bridge {
     const { system } = config;
     const persistence = system.persistence;
     this.codec = codecFromKeys(config.secrets.encryptionKeys);
-    this.store =
+    // Process metrics only when served; the bridge's own counters are always kept (cheap).
+    const metrics = new BridgeMetrics({ version, defaultMetrics: system.metrics.enabled });
+    this.metrics = metrics;
+    const store =
       overrides.store ??
       new SQLiteStateStore({
         path: config.paths.db,
@@ -109,7 +115,9 @@ export class Bridge {
         codec: this.codec,
         history: overrides.history ?? true,
         log: log.child({ module: "store" }),
+        onCommit: (info) => metrics.observeCommit(info),
       });
+    this.store = new InstrumentedStateStore(store, metrics);
     // Backups and the database lock only exist for the SQLite file.
     this.backups = overrides.store
       ? null
@@ -120,6 +128,7 @@ export class Bridge {
           intervalS: persistence.backups.interval_s,
           busyTimeoutMs: persistence.busy_timeout_ms,
           log: log.child({ module: "backups" }),
+          onResult: (result) => metrics.observeBackup(result),
         });
     this.state = new StateService(this.store, log.child({ module: "state" }), {
       history: {
@@ -143,7 +152,10 @@ export class Bridge {
       reconnectMaxMs: mqttConfig.reconnect_max_ms,
       will: bridgeWill,
       log: log.child({ module: "mqtt" }),
+      onMessage: (direction) => metrics.observeMqttMessage(direction),
     });
+    this.mqtt.onConnect(() => metrics.observeMqttConnect(this.mqtt.connectCount));
+    this.mqtt.onDisconnect(() => metrics.observeMqttDisconnect());
     this.devices = new DeviceManager({
       devices: config.devices,
       drivers: registry,
@@ -151,6 +163,7 @@ export class Bridge {
       mqtt: this.mqtt,
       bus: this.bus,
       log,
+      onAction: (info) => metrics.observeAction(info),
     });
     this.scenarios = new ScenarioManager({
       scenarios: config.scenarios,
@@ -163,6 +176,8 @@ export class Bridge {
     });
     this.wb = new WbDeviceAdapter({ devices: this.devices, mqtt: this.mqtt, bus: this.bus, log });
     this.bridgeDevice = new BridgeDevice(this.mqtt, version, log.child({ module: "bridge-device" }));
+    metrics.listen(this.bus);
+    metrics.setSources({ ready: () => this.currentPhase === "ready", mqttConnected: () => this.mqtt.connected });
   }
 
   get phase(): Phase {

@@ -1,3 +1,4 @@
+import type { FastifyInstance } from "fastify";
 import { loadConfig } from "./config/loader.js";
 import { createLogger } from "./observability/logger.js";
 import { buildApp } from "./server.js";
@@ -19,19 +20,30 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const logger = app.log;
+  const timeoutMs = config.system.shutdown_timeout_ms;
+  const closing = releaseConnectionsOnClose(app);
 
   let stopping = false;
   const shutdown = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      logger.warn({ signal }, "already shutting down");
+      return;
+    }
     stopping = true;
-    logger.info({ signal }, "shutting down");
+    closing.start();
+    logger.info({ signal, timeoutMs }, "shutting down");
     const timer = setTimeout(() => {
-      logger.error({ timeoutMs: config.system.shutdown_timeout_ms }, "shutdown timed out");
+      logger.error({ timeoutMs }, "shutdown timed out: exiting before in-flight work finished");
       process.exit(1);
-    }, config.system.shutdown_timeout_ms);
+    }, timeoutMs);
     timer.unref();
+    // Fastify's close(): new requests get 503, in-flight ones finish (their actions
+    // commit), the server stops accepting; only then does onClose stop the bridge.
     app.close().then(
-      () => process.exit(0),
+      () => {
+        logger.info("wb-bridge exited");
+        process.exit(0);
+      },
       (err: unknown) => {
         logger.error({ err: errorMessage(err) }, "shutdown failed");
         process.exit(1);
@@ -50,6 +62,29 @@ async function main(): Promise<void> {
     await app.close().catch(() => undefined);
     process.exit(1);
   }
+}
+
+/**
+ * `server.close()` closes only the connections idle at that moment. A keep-alive
+ * connection whose request is still running would otherwise stay open after its
+ * response (Fastify's keepAliveTimeout is 72 s) and hold shutdown until the timeout.
+ * Once shutdown has begun, every response says `Connection: close` (Node then ends the
+ * socket after it), and any connection that went idle in between is closed as well.
+ */
+function releaseConnectionsOnClose(app: FastifyInstance): { start(): void } {
+  let active = false;
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (active && !reply.raw.headersSent) reply.header("connection", "close");
+    return payload;
+  });
+  app.addHook("onResponse", async () => {
+    if (active) setImmediate(() => app.server.closeIdleConnections());
+  });
+  return {
+    start: () => {
+      active = true;
+    },
+  };
 }
 
 await main();

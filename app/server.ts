@@ -40,18 +40,32 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
     // pino's Logger is a FastifyBaseLogger; the cast only keeps the app's default generics.
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: 256 * 1024,
-    return503OnClosing: true,
+    // Replaced by the hook below, which answers in the API's own error shape.
+    return503OnClosing: false,
     // Request ids: the caller's x-request-id when sane, else a UUID; echoed on every response.
     requestIdHeader: false,
     genReqId,
     // State keys in the path may be 200 characters of id plus a namespace.
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.decorate("bridge", bridge);
   echoRequestId(app);
   registerErrorHandlers(app);
+  // From the start of close(): requests still arriving on open connections are turned
+  // away unexecuted, with DESIGN §6's body; in-flight ones finish and commit.
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", async (_request, reply) => {
+    if (!closing) return;
+    return reply
+      .status(503)
+      .header("connection", "close")
+      .send({ error: { code: "shutting_down", message: "the bridge is shutting down" } });
+  });
   // Before the routes: the OpenAPI document and the limits see every route as it is added.
   await registerOpenApi(app, bridge.version);
   await registerRateLimit(app, config.system.rate_limit);

@@ -18,7 +18,11 @@ export interface AppConfig {
   /** Resolved absolute paths derived from `system.persistence`. */
   paths: { db: string; backups: string };
   /** Secrets read from the environment or key files: never logged or returned by the API. */
-  secrets: { encryptionKeys: string | null };
+  secrets: {
+    encryptionKeys: string | null;
+    /** The HS256 shared secret from the variable `auth.jwt.hs256_secret_env` names; null when unused. */
+    jwtSecret: string | null;
+  };
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -63,6 +67,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   problems.push(...checkScenarioReferences(scenarios, devices));
 
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
+  const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;
   if (problems.length > 0 || !overridden) throw new ConfigError(problems);
 
   overridden.persistence.db_path = isAbsolute(overridden.persistence.db_path)
@@ -79,8 +84,55 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
     devices,
     scenarios,
     paths: { db: overridden.persistence.db_path, backups },
-    secrets: { encryptionKeys },
+    secrets: { encryptionKeys, jwtSecret },
   });
+}
+
+/** RFC 7518 §3.2: an HS256 key must have at least as many bits as the hash (256). */
+const MIN_HS256_SECRET_BYTES = 32;
+
+/** 127.0.0.0/8, ::1 (also bracketed or IPv4-mapped) and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (h === "localhost" || h.endsWith(".localhost")) return true;
+  if (h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice("::ffff:".length) : h;
+  const octets = v4.split(".");
+  return octets.length === 4 && octets[0] === "127" && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255);
+}
+
+/**
+ * The auth section against the rest: `mode: none` only on loopback unless
+ * `allow_insecure_remote`; `mode: jwt` needs a key source. Returns the HS256 secret
+ * (only ever read from the named variable; never put into a problem message).
+ */
+function checkAuth(system: SystemConfig, env: Env, problems: string[]): string | null {
+  const { auth, http } = system;
+  if (auth.mode === "none") {
+    if (!isLoopbackHost(http.host) && !auth.allow_insecure_remote) {
+      problems.push(
+        `http.host: "${http.host}" (or HTTP_HOST) is not a loopback address while auth.mode is "none"; ` +
+          `use auth.mode "jwt", bind to 127.0.0.1, or set auth.allow_insecure_remote: true`,
+      );
+    }
+    return null;
+  }
+  const { hs256_secret_env: secretEnv, oidc_issuer, jwks_url } = auth.jwt;
+  let secret: string | null = null;
+  if (secretEnv !== undefined) {
+    const value = env[secretEnv];
+    if (value === undefined || value === "") {
+      problems.push(`auth.jwt.hs256_secret_env: environment variable ${secretEnv} is not set`);
+    } else if (Buffer.byteLength(value, "utf8") < MIN_HS256_SECRET_BYTES) {
+      problems.push(`auth.jwt.hs256_secret_env: the secret in ${secretEnv} is shorter than ${MIN_HS256_SECRET_BYTES} bytes`);
+    } else {
+      secret = value;
+    }
+  }
+  if (secretEnv === undefined && oidc_issuer === undefined && jwks_url === undefined) {
+    problems.push(`auth.jwt: auth.mode "jwt" needs at least one of hs256_secret_env, oidc_issuer or jwks_url`);
+  }
+  return secret;
 }
 
 /** The key list text from the configured variable, else the key file; null when neither is set. */

@@ -27,6 +27,8 @@ export interface DeviceManagerDeps {
   mqtt: MqttGateway;
   bus: EventSink<DeviceEvents>;
   log: Logger;
+  /** Observability: after each action on a known device and action, committed or failed. Must not throw. */
+  onAction?: (info: { device: string; action: string; source: ChangeSource; ok: boolean; ms: number }) => void;
 }
 
 export interface DeviceStateView {
@@ -192,21 +194,28 @@ export class DeviceManager {
       const known = Object.keys(device.definition.commands).join(", ") || "none";
       throw new BadRequestError("unknown_action", `device "${id}" has no action "${action}" (known: ${known})`);
     }
+    const started = performance.now();
+    const observe = (ok: boolean) => this.deps.onAction?.({ device: id, action, source, ok, ms: performance.now() - started });
     const parsed = paramsSchema(command.params).safeParse(params ?? {});
     if (!parsed.success) {
       const reason = parsed.error.issues.map((i) => `${i.path.join(".") || "params"}: ${i.message}`).join("; ");
       const err = new BadRequestError("invalid_params", `invalid params for ${id}.${action}: ${reason}`, parsed.error.issues);
       this.failed(id, action, source, err);
+      observe(false);
       throw err;
     }
     return this.queue.run(id, async () => {
+      let result: DeviceStateView;
       try {
         const change = await device.driver.handleAction(action, parsed.data, device.state);
-        return await this.commit(id, device, change, source, action);
+        result = await this.commit(id, device, change, source, action);
       } catch (err) {
         this.failed(id, action, source, err);
+        observe(false);
         throw err;
       }
+      observe(true);
+      return result;
     });
   }
 

@@ -38,6 +38,7 @@ export function eventsRoutes(bridge: Bridge, options: EventsOptions = {}): Fasti
   return async (app) => {
     const clients = new Set<ServerResponse>();
     let nextId = 1;
+    bridge.metrics.setSources({ sseClients: () => clients.size });
 
     const drop = (res: ServerResponse, reason: string) => {
       if (!clients.delete(res)) return;
@@ -71,7 +72,7 @@ export function eventsRoutes(bridge: Bridge, options: EventsOptions = {}): Fasti
       clients.clear();
     });
 
-    app.get("/events", { config: { permission: "devices:read" } }, async (request, reply) => {
+    app.get("/events", { exposeHeadRoute: false, config: { permission: "devices:read" } }, async (request, reply) => {
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {

@@ -1,8 +1,10 @@
+import { stat } from "node:fs/promises";
 import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Bridge } from "../lifespan.js";
 import { redactUrl } from "../mqtt/gateway.js";
+import { errorMessage } from "../shared/errors.js";
 
 const healthSchema = z.object({
   status: z.enum(["ok", "starting", "degraded", "stopping", "failed"]),
@@ -14,6 +16,12 @@ const healthSchema = z.object({
   devices: z.number(),
   scenario: z.string().nullable(),
   state: z.object({
+    /** Live keys in the store; null when it is closed or cannot count. */
+    keys: z.number().int().nullable(),
+    /** The database file plus its WAL, in bytes; null without a database file (in-memory store). */
+    db_size_bytes: z.number().int().nullable(),
+    /** Always null: the bridge keeps no read cache (every read goes to SQLite's own page cache). */
+    cache_hit_rate: z.null(),
     encrypted: z.boolean(),
     key_id: z.string().nullable(),
     last_backup: z
@@ -27,7 +35,8 @@ const healthSchema = z.object({
 
 const readySchema = z.object({ ready: z.boolean(), reasons: z.array(z.string()) });
 
-function readiness(bridge: Bridge): string[] {
+/** Why the bridge is not ready; empty when it is (state restored, store open, broker connected). */
+export function readiness(bridge: Bridge): string[] {
   const reasons: string[] = [];
   if (bridge.phase !== "ready") reasons.push(`bridge is ${bridge.phase}`);
   if (!bridge.isStoreOpen) reasons.push("state store is not open");
@@ -39,6 +48,28 @@ function lastBackup(bridge: Bridge) {
   const result = bridge.backups?.lastResult;
   if (!result) return null;
   return { at: result.at, ok: result.ok, file: result.file, error: result.error };
+}
+
+/** Bytes of `<db>` and `<db>-wal`; null when the database file does not exist. */
+async function databaseSize(path: string): Promise<number | null> {
+  const sizes = await Promise.all(
+    [path, `${path}-wal`].map((p) =>
+      stat(p).then(
+        (info) => info.size,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === "ENOENT") return null;
+          throw err;
+        },
+      ),
+    ),
+  );
+  if (sizes[0] === null) return null;
+  return sizes.reduce<number>((sum, size) => sum + (size ?? 0), 0);
+}
+
+async function keyCount(bridge: Bridge): Promise<number | null> {
+  if (!bridge.isStoreOpen || !bridge.store.count) return null;
+  return bridge.store.count();
 }
 
 function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
@@ -57,8 +88,20 @@ function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
 
 export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/health", { config: { permission: "devices:read" },  schema: { response: { 200: healthSchema } } }, async () => {
+    app.get("/health", { config: { permission: "devices:read" },  schema: { response: { 200: healthSchema } } }, async (request) => {
       const phase = bridge.phase;
+      // Details that need I/O are reported as unknown (null) rather than failing the health check.
+      const [keys, dbSize] = await Promise.all([
+        keyCount(bridge).catch((err: unknown) => {
+          request.log.warn({ err: errorMessage(err) }, "health: state count failed");
+          return null;
+        }),
+        // An injected store (tests) has no database file, whatever lies at the configured path.
+        (bridge.backups ? databaseSize(bridge.config.paths.db) : Promise.resolve(null)).catch((err: unknown) => {
+          request.log.warn({ err: errorMessage(err) }, "health: database size unavailable");
+          return null;
+        }),
+      ]);
       return {
         status: healthStatus(bridge),
         version: bridge.version,
@@ -74,6 +117,9 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
         devices: bridge.devices.list().length,
         scenario: bridge.scenarios.state()?.scenario_id ?? null,
         state: {
+          keys,
+          db_size_bytes: dbSize,
+          cache_hit_rate: null,
           encrypted: bridge.codec.encrypted,
           key_id: bridge.codec.keyId,
           last_backup: lastBackup(bridge),

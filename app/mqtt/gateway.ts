@@ -35,6 +35,8 @@ export interface MqttGatewayOptions {
   /** Published by the broker if the bridge disappears without a clean disconnect. */
   will?: { topic: string; payload: string; retain: boolean };
   log: Logger;
+  /** Observability: every message received (`in`) and every publish the broker took (`out`). Must not throw. */
+  onMessage?: (direction: "in" | "out") => void;
 }
 
 export class MqttNotConnectedError extends Error {
@@ -54,6 +56,8 @@ export class MqttGateway {
   private client: MqttClient | null = null;
   private readonly handlers = new Map<string, Set<MessageHandler>>();
   private readonly connectHooks = new Set<() => void | Promise<void>>();
+  private readonly disconnectHooks = new Set<() => void>();
+  private up = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectDelay: number;
   private stopping = false;
@@ -135,9 +139,15 @@ export class MqttGateway {
     });
 
     client.on("connect", () => void this.handleConnect());
-    client.on("message", (topic, payload, packet) => this.dispatch({ topic, payload, retain: packet.retain }));
+    client.on("message", (topic, payload, packet) => {
+      this.options.onMessage?.("in");
+      this.dispatch({ topic, payload, retain: packet.retain });
+    });
     client.on("error", (err) => this.log.warn({ err: errorMessage(err) }, "MQTT client error"));
-    client.on("close", () => this.scheduleReconnect());
+    client.on("close", () => {
+      this.handleDisconnect();
+      this.scheduleReconnect();
+    });
     await firstConnect;
   }
 
@@ -165,8 +175,9 @@ export class MqttGateway {
     if (!client?.connected) return Promise.reject(new MqttNotConnectedError(topic));
     return new Promise((resolve, reject) => {
       client.publish(topic, payload, { qos: options.qos ?? 1, retain: options.retain ?? false }, (err) => {
-        if (err) reject(err);
-        else resolve();
+        if (err) return reject(err);
+        this.options.onMessage?.("out");
+        resolve();
       });
     });
   }
@@ -219,7 +230,30 @@ export class MqttGateway {
     return () => this.connectHooks.delete(hook);
   }
 
+  /**
+   * Runs when an established connection is lost (not on a clean stop, not for failed
+   * reconnect attempts), after `connected` turned false. Returns a remover.
+   */
+  onDisconnect(hook: () => void): () => void {
+    this.disconnectHooks.add(hook);
+    return () => this.disconnectHooks.delete(hook);
+  }
+
+  private handleDisconnect(): void {
+    if (!this.up) return;
+    this.up = false;
+    if (this.stopping) return;
+    for (const hook of this.disconnectHooks) {
+      try {
+        hook();
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, "MQTT disconnect hook failed");
+      }
+    }
+  }
+
   private async handleConnect(): Promise<void> {
+    this.up = true;
     this.connections += 1;
     this.reconnectDelay = this.options.reconnectMinMs ?? 500;
     this.log.info({ url: redactUrl(this.brokerUrl), connects: this.connections }, "MQTT connected");

@@ -1,10 +1,13 @@
 import { pino, type DestinationStream, type Logger } from "pino";
 import type { LogLevel } from "../config/system.js";
+import { prettyDestination } from "./pretty.js";
 
 export type { Logger };
 
 /**
- * The bridge's one logger. JSON lines; modules take `logger.child({ module })`.
+ * The bridge's one logger. JSON lines on stdout, or a one-line human format when stdout
+ * is an interactive terminal and no destination is given; modules take `logger.child({ module })`.
+ * Request log lines carry Fastify's `reqId` (see request-id.ts).
  * Credentials are redacted wherever they might appear by name; state values are
  * never handed to the logger at all (only keys are).
  */
@@ -18,6 +21,6 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
         censor: "[redacted]",
       },
     },
-    destination,
+    destination ?? (process.stdout.isTTY ? prettyDestination(process.stdout) : undefined),
   );
 }

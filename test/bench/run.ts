@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     const variantConfig = (name: string, encryptionKeys: string | null): AppConfig => ({
       ...config,
       paths: { ...config.paths, db: join(root, "data", `${name}.db`) },
-      secrets: { encryptionKeys },
+      secrets: { ...config.secrets, encryptionKeys },
     });
     const noHistory = await benchDurableActions(variantConfig("no-history", null), settings, { history: false });
     const encrypted = await benchDurableActions(variantConfig("encrypted", generateFernetKey()), settings);

@@ -74,7 +74,7 @@ describe("the real process", () => {
     dir = await tempDir();
     broker = await startTestBroker();
     const configDir = await writeConfigDir(dir.path, {
-      system: { persistence: { db_path: "unused-because-STATE_PATH-wins.db" } },
+      system: { persistence: { db_path: "unused-because-STATE_PATH-wins.db" }, rate_limit: { max: 0 } },
       devices: DEVICES.map((id) => simulatedDevice(id)),
     });
     env = { CONFIG_DIR: configDir, STATE_PATH: join(dir.path, "db", "state.db"), MQTT_URL: broker.url };

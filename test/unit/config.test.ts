@@ -37,7 +37,8 @@ describe("loadConfig", () => {
 
   it("applies every environment override", async () => {
     const configDir = await writeConfigDir(dir.path, {
-      system: { mqtt: { embedded: { enabled: true, port: 0 } } },
+      // 0.0.0.0 with auth.mode "none" is refused unless explicitly allowed.
+      system: { mqtt: { embedded: { enabled: true, port: 0 } }, auth: { allow_insecure_remote: true } },
       devices: [simulatedDevice("tv")],
     });
     const config = await loadConfig({
