@@ -1,3 +1,4 @@
+import { createStateService } from "./namespaces.js";
 import type { Logger } from "pino";
 import type { AppConfig, Env } from "./config/loader.js";
 import type { DriverFactory } from "./devices/driver.js";
@@ -22,7 +23,7 @@ import { plainCodec, type ValueCodec } from "./state/codec.js";
 import { FernetCodec, parseKeyList } from "./state/fernet-codec.js";
 import { acquireDbLock, type DbLock } from "./state/lock.js";
 import { RecoveryPoints } from "./state/recovery.js";
-import { StateService } from "./state/service.js";
+import type { StateService } from "./state/service.js";
 import { SQLiteStateStore } from "./state/sqlite-store.js";
 import { StoreCorruptError, type StateStore } from "./state/store.js";
 
@@ -130,13 +131,7 @@ export class Bridge {
           log: log.child({ module: "backups" }),
           onResult: (result) => metrics.observeBackup(result),
         });
-    this.state = new StateService(this.store, log.child({ module: "state" }), {
-      history: {
-        maxPerKey: persistence.history.max_per_key,
-        maxAgeMs: persistence.history.max_age_days * 24 * 3600 * 1000,
-      },
-      maxValueBytes: persistence.max_value_bytes,
-    });
+    this.state = createStateService(this.store, log.child({ module: "state" }), persistence);
     this.recovery = new RecoveryPoints(this.state);
     this.bus = new EventBus<BridgeEvents>(log.child({ module: "events" }));
     const env = overrides.env ?? process.env;

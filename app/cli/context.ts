@@ -1,3 +1,4 @@
+import { createStateService } from "../namespaces.js";
 import { stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import type { Logger } from "pino";
@@ -6,7 +7,7 @@ import { errorMessage } from "../shared/errors.js";
 import type { ValueCodec } from "../state/codec.js";
 import { acquireDbLock } from "../state/lock.js";
 import { RecoveryPoints } from "../state/recovery.js";
-import { StateService, type ChangeOptions } from "../state/service.js";
+import type { ChangeOptions, StateService } from "../state/service.js";
 import { SQLiteStateStore } from "../state/sqlite-store.js";
 import type { Output } from "./output.js";
 
@@ -126,13 +127,7 @@ export async function withState<T>(
       log: ctx.log.child({ module: "store" }),
     });
     await store.initialize();
-    const state = new StateService(store, ctx.log.child({ module: "state" }), {
-      history: {
-        maxPerKey: persistence.history.max_per_key,
-        maxAgeMs: persistence.history.max_age_days * 24 * 3600 * 1000,
-      },
-      maxValueBytes: persistence.max_value_bytes,
-    });
+    const state = createStateService(store, ctx.log.child({ module: "state" }), persistence);
     const session: StateSession = { config, store, state, recovery: new RecoveryPoints(state), codec };
     return finallyAsync(() => fn(session), () => store.close(), ctx.log, "closing the state store");
   };

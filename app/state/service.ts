@@ -211,7 +211,11 @@ export class StateService {
     if (!parsed.success) {
       throw new BadRequestError("invalid_state_value", `value for ${key} does not match its schema`, parsed.error.issues);
     }
-    await this.set(key, parsed.data, options);
+    assertValidKey(key);
+    await this.locks.run(key, async () => {
+      const current = await this.store.getEntry(key);
+      return this.commit(key, current, parsed.data, options, schema);
+    });
   }
 
   async remove(key: string, options: ChangeOptions = { source: "internal" }): Promise<boolean> {
@@ -377,12 +381,14 @@ export class StateService {
     current: StoredEntry | null,
     value: JsonObject,
     options: ChangeOptions,
+    /** The schema the caller already validated with; not checked twice on the hot path. */
+    validatedBy?: z.ZodType<JsonObject>,
   ): Promise<StateEntryView> {
     this.checkIfMatch(key, current, options.ifMatch);
     const namespace = namespaceOf(key);
     const spec = this.namespaces.get(namespace);
     let checked = value;
-    if (spec?.schema) {
+    if (spec?.schema && spec.schema !== validatedBy) {
       const parsed = spec.schema.safeParse(value);
       if (!parsed.success) {
         throw new BadRequestError("invalid_state_value", `value for ${key} does not match the ${namespace} schema`, parsed.error.issues);

@@ -103,17 +103,17 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(missing.stderr).toMatch(/^wb-bridge: no state database at .*state\.db/);
     expect(existsSync(db)).toBe(false);
 
-    expect((await run(["state", "set", "device:tv", '{"power":true,"input":"hdmi1","volume":10}'])).code).toBe(0);
-    expect((await run(["state", "set", "device:amp", '{"power":false,"input":"tv"}', "--ttl", "3600"])).code).toBe(0);
+    expect((await run(["state", "set", "appliance:tv", '{"power":true,"input":"hdmi1","volume":10}'])).code).toBe(0);
+    expect((await run(["state", "set", "appliance:amp", '{"power":false,"input":"tv"}', "--ttl", "3600"])).code).toBe(0);
     expect((await run(["state", "set", "scene:evening", '{"power":true}'])).code).toBe(0);
 
     const [tv, amp, human] = await Promise.all([
-      run(["state", "get", "device:tv", "--json"]),
-      run(["--json", "state", "get", "device:amp"]),
-      run(["state", "get", "device:tv"]),
+      run(["state", "get", "appliance:tv", "--json"]),
+      run(["--json", "state", "get", "appliance:amp"]),
+      run(["state", "get", "appliance:tv"]),
     ]);
     const tvView = json<EntryView>(tv);
-    expect(tvView).toMatchObject({ key: "device:tv", value: { power: true, input: "hdmi1", volume: 10 }, version: 1, expires_at: null });
+    expect(tvView).toMatchObject({ key: "appliance:tv", value: { power: true, input: "hdmi1", volume: 10 }, version: 1, expires_at: null });
     const expiresIn = Date.parse(json<EntryView>(amp).expires_at ?? "") - Date.now();
     expect(expiresIn).toBeGreaterThan(3500_000);
     expect(expiresIn).toBeLessThanOrEqual(3600_000);
@@ -123,34 +123,34 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
 
     const [filtered, byPrefix, firstPage] = await Promise.all([
       run(["state", "list", "--filter", "power=true", "--filter", "input=hdmi1", "--json"]),
-      run(["state", "list", "--prefix", "device:", "--json"]),
+      run(["state", "list", "--prefix", "appliance:", "--json"]),
       run(["state", "list", "--limit", "2", "--json"]),
     ]);
     const keys = (r: CliResult) => json<{ items: EntryView[] }>(r).items.map((e) => e.key);
-    expect(keys(filtered)).toEqual(["device:tv"]);
-    expect(keys(byPrefix)).toEqual(["device:amp", "device:tv"]);
+    expect(keys(filtered)).toEqual(["appliance:tv"]);
+    expect(keys(byPrefix)).toEqual(["appliance:amp", "appliance:tv"]);
     const page = json<{ items: EntryView[]; next_cursor: string | null }>(firstPage);
-    expect(page.items.map((e) => e.key)).toEqual(["device:amp", "device:tv"]);
+    expect(page.items.map((e) => e.key)).toEqual(["appliance:amp", "appliance:tv"]);
     expect(page.next_cursor).not.toBeNull();
     expect(keys(await run(["state", "list", "--limit", "2", "--cursor", page.next_cursor ?? "", "--json"]))).toEqual(["scene:evening"]);
 
-    expect((await run(["state", "delete", "device:amp"])).stdout).toBe("deleted device:amp\n");
-    const gone = await run(["state", "get", "device:amp"]);
+    expect((await run(["state", "delete", "appliance:amp"])).stdout).toBe("deleted appliance:amp\n");
+    const gone = await run(["state", "get", "appliance:amp"]);
     expect(gone.code).toBe(1);
-    expect(gone.stderr).toBe("wb-bridge: no such key: device:amp\n");
-    expect((await run(["state", "delete", "device:amp"])).code).toBe(1);
+    expect(gone.stderr).toBe("wb-bridge: no such key: appliance:amp\n");
+    expect((await run(["state", "delete", "appliance:amp"])).code).toBe(1);
     const internal = await run(["state", "set", "recovery:rp-1", "{}"]);
     expect(internal.code).toBe(1);
     expect(internal.stderr).toBe("wb-bridge: recovery:* is kept by the state layer itself; use the recovery commands\n");
 
     const history = json<{ items: HistoryItem[] }>(await run(["state", "history", "--json"])).items;
     expect(history.map((h) => [h.key, h.transition, h.source])).toEqual([
-      ["device:amp", "delete", "cli"],
+      ["appliance:amp", "delete", "cli"],
       ["scene:evening", "create", "cli"],
-      ["device:amp", "create", "cli"],
-      ["device:tv", "create", "cli"],
+      ["appliance:amp", "create", "cli"],
+      ["appliance:tv", "create", "cli"],
     ]);
-    const deletes = json<{ items: HistoryItem[] }>(await run(["state", "history", "device:amp", "--transition", "delete", "--json"])).items;
+    const deletes = json<{ items: HistoryItem[] }>(await run(["state", "history", "appliance:amp", "--transition", "delete", "--json"])).items;
     expect(deletes).toHaveLength(1);
     expect(deletes[0]).toMatchObject({ old: { power: false, input: "tv" }, new: null, at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
 
@@ -160,8 +160,8 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
   });
 
   it("export then import into a fresh database gives the same values; recovery points only with --all", async () => {
-    await run(["state", "set", "device:tv", '{"power":true,"nested":{"list":[1,"two",null]}}']);
-    await run(["state", "set", "device:amp", '{"power":false}']);
+    await run(["state", "set", "appliance:tv", '{"power":true,"nested":{"list":[1,"two",null]}}']);
+    await run(["state", "set", "appliance:amp", '{"power":false}']);
     await run(["state", "set", "scene:last", '{"scenario_id":"movie"}']);
     expect((await run(["recovery", "create", "--label", "before export"])).code).toBe(0);
 
@@ -170,12 +170,12 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(exported.stderr).toBe("");
     const lines = exported.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toEqual([
-      { key: "device:amp", value: { power: false }, version: 1, expires_at: null },
-      { key: "device:tv", value: { power: true, nested: { list: [1, "two", null] } }, version: 1, expires_at: null },
+      { key: "appliance:amp", value: { power: false }, version: 1, expires_at: null },
+      { key: "appliance:tv", value: { power: true, nested: { list: [1, "two", null] } }, version: 1, expires_at: null },
       { key: "scene:last", value: { scenario_id: "movie" }, version: 1, expires_at: null },
     ]);
     expect(everything.stdout.split("\n").filter((l) => l.includes('"key":"recovery:'))).toHaveLength(1);
-    const devicesOnly = await run(["export", "--prefix", "device:"]);
+    const devicesOnly = await run(["export", "--prefix", "appliance:"]);
     expect(devicesOnly.stdout.trimEnd().split("\n")).toHaveLength(2);
 
     // Into a fresh database named by STATE_PATH this time, from stdin.
@@ -200,12 +200,12 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     await writeFile(
       file,
       [
-        '{"key":"device:tv","value":{"power":true}}',
+        '{"key":"appliance:tv","value":{"power":true}}',
         "{not json",
         '{"key":"NoNamespace","value":{}}',
-        '{"key":"device:amp","value":[1,2]}',
+        '{"key":"appliance:amp","value":[1,2]}',
         "",
-        '{"key":"device:lamp","value":{"on":1},"version":2}',
+        '{"key":"appliance:lamp","value":{"on":1},"version":2}',
       ].join("\n"),
     );
     const refused = await run(["import", file]);
@@ -219,19 +219,19 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     const partial = await run(["import", "-", "--skip-invalid", "--json"], { input: await readFile(file, "utf8") });
     expect(partial.code).toBe(0);
     expect(JSON.parse(partial.stdout)).toMatchObject({ imported: 2, invalid: 3 });
-    const lamp = json<EntryView>(await run(["state", "get", "device:lamp", "--json"]));
+    const lamp = json<EntryView>(await run(["state", "get", "appliance:lamp", "--json"]));
     expect(lamp).toMatchObject({ value: { on: 1 }, version: 2 });
-    expect((await run(["state", "get", "device:amp"])).code).toBe(1);
+    expect((await run(["state", "get", "appliance:amp"])).code).toBe(1);
   });
 
   it("recovery create/list/restore puts the keys of its scope back and deletes keys created since", async () => {
-    await run(["state", "set", "device:tv", '{"power":true}']);
+    await run(["state", "set", "appliance:tv", '{"power":true}']);
     await run(["state", "set", "other:x", '{"n":1}']);
-    const created = json<{ id: string; keys: number }>(await run(["recovery", "create", "--label", "base", "--prefix", "device:", "--json"]));
+    const created = json<{ id: string; keys: number }>(await run(["recovery", "create", "--label", "base", "--prefix", "appliance:", "--json"]));
     expect(created.keys).toBe(1);
 
-    await run(["state", "set", "device:tv", '{"power":false}']);
-    await run(["state", "set", "device:new", '{"power":true}']);
+    await run(["state", "set", "appliance:tv", '{"power":false}']);
+    await run(["state", "set", "appliance:new", '{"power":true}']);
     await run(["state", "set", "other:x", '{"n":2}']);
 
     const listed = json<Array<{ id: string; label: string }>>(await run(["recovery", "list", "--json"]));
@@ -240,11 +240,11 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(restored.code).toBe(0);
     expect(restored.stdout).toBe(`restored 1 key from ${created.id}; deleted 1 key created since\n`);
 
-    expect(json<EntryView>(await run(["state", "get", "device:tv", "--json"])).value).toEqual({ power: true });
-    expect((await run(["state", "get", "device:new"])).code).toBe(1);
+    expect(json<EntryView>(await run(["state", "get", "appliance:tv", "--json"])).value).toEqual({ power: true });
+    expect((await run(["state", "get", "appliance:new"])).code).toBe(1);
     expect(json<EntryView>(await run(["state", "get", "other:x", "--json"])).value).toEqual({ n: 2 });
     const restores = json<{ items: HistoryItem[] }>(await run(["state", "history", "--transition", "restore", "--json"])).items;
-    expect(restores.map((h) => h.key).sort()).toEqual(["device:new", "device:tv"]);
+    expect(restores.map((h) => h.key).sort()).toEqual(["appliance:new", "appliance:tv"]);
 
     const unknown = await run(["recovery", "restore", "rp-nope"]);
     expect(unknown.code).toBe(1);
@@ -255,14 +255,14 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
   });
 
   it("backup create/list; backup restore is refused over an existing database without --replace and works with it", async () => {
-    await run(["state", "set", "device:tv", '{"v":1}']);
+    await run(["state", "set", "appliance:tv", '{"v":1}']);
     const backup = json<{ file: string; path: string }>(await run(["backup", "create", "--json"]));
     expect(backup.file).toMatch(/^state_store-\d{8}T\d{9}Z\.db$/);
     expect(existsSync(backup.path)).toBe(true);
     const listed = json<Array<{ file: string }>>(await run(["backup", "list", "--json"]));
     expect(listed.map((b) => b.file)).toEqual([backup.file]);
 
-    await run(["state", "set", "device:tv", '{"v":2}']);
+    await run(["state", "set", "appliance:tv", '{"v":2}']);
     const before = await sha256(db);
     const refused = await run(["backup", "restore", backup.file]);
     expect(refused.code).toBe(1);
@@ -275,14 +275,14 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     const result = JSON.parse(restored.stdout) as { replaced_to: string };
     expect(result.replaced_to).toMatch(/state\.db\.replaced\./);
     expect(await sha256(result.replaced_to)).toBe(before);
-    expect(json<EntryView>(await run(["state", "get", "device:tv", "--json"])).value).toEqual({ v: 1 });
+    expect(json<EntryView>(await run(["state", "get", "appliance:tv", "--json"])).value).toEqual({ v: 1 });
 
     // A path works too, and into a database that does not exist yet --replace is not needed.
     const elsewhere = join(dir.path, "elsewhere", "state.db");
     const human = await cli(["--config-dir", configDir, "--db", elsewhere, "backup", "restore", backup.path]);
     expect(human.code).toBe(0);
     expect(human.stdout).toContain("there was no previous database");
-    expect(json<EntryView>(await cli(["--config-dir", configDir, "--db", elsewhere, "state", "get", "device:tv", "--json"])).value).toEqual({ v: 1 });
+    expect(json<EntryView>(await cli(["--config-dir", configDir, "--db", elsewhere, "state", "get", "appliance:tv", "--json"])).value).toEqual({ v: 1 });
   });
 
   it("key generate prints only a key; key rotate re-encrypts what the old key wrote so the new key alone reads it", async () => {
@@ -295,11 +295,11 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(newKey).not.toBe(oldKey);
 
     const withKeys = (keys: string) => ({ env: { STATE_ENCRYPTION_KEY: keys } });
-    await run(["state", "set", "device:tv", '{"a":1}'], withKeys(oldKey));
-    await run(["state", "set", "device:tv", '{"a":2}'], withKeys(oldKey));
-    const [row] = await readRows(db, "SELECT value FROM state_store WHERE key = 'device:tv'");
+    await run(["state", "set", "appliance:tv", '{"a":1}'], withKeys(oldKey));
+    await run(["state", "set", "appliance:tv", '{"a":2}'], withKeys(oldKey));
+    const [row] = await readRows(db, "SELECT value FROM state_store WHERE key = 'appliance:tv'");
     expect(String(row?.value)).toMatch(/^gAAAAA/);
-    expect((await run(["state", "get", "device:tv"], withKeys(newKey))).code).toBe(1);
+    expect((await run(["state", "get", "appliance:tv"], withKeys(newKey))).code).toBe(1);
 
     const rotated = await run(["key", "rotate", "--json"], withKeys(`${newKey},${oldKey}`));
     expect(rotated.stderr).toBe("");
@@ -308,8 +308,8 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(rotated.stdout).not.toContain(newKey);
     expect(rotated.stdout).not.toContain(oldKey);
 
-    expect(json<EntryView>(await run(["state", "get", "device:tv", "--json"], withKeys(newKey))).value).toEqual({ a: 2 });
-    const history = json<{ items: HistoryItem[] }>(await run(["state", "history", "device:tv", "--json"], withKeys(newKey))).items;
+    expect(json<EntryView>(await run(["state", "get", "appliance:tv", "--json"], withKeys(newKey))).value).toEqual({ a: 2 });
+    const history = json<{ items: HistoryItem[] }>(await run(["state", "history", "appliance:tv", "--json"], withKeys(newKey))).items;
     expect(history.map((h) => [h.old, h.new])).toEqual([
       [{ a: 1 }, { a: 2 }],
       [null, { a: 1 }],
@@ -325,12 +325,12 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
   it("a wrong or missing key exits 1 with the store's message and leaves the database file unchanged", async () => {
     const right = generateFernetKey();
     const wrong = generateFernetKey();
-    expect((await run(["state", "set", "device:tv", '{"secret":"s3cr3t-value"}'], { env: { STATE_ENCRYPTION_KEY: right } })).code).toBe(0);
+    expect((await run(["state", "set", "appliance:tv", '{"secret":"s3cr3t-value"}'], { env: { STATE_ENCRYPTION_KEY: right } })).code).toBe(0);
     const before = await sha256(db);
 
     const attempts = await Promise.all([
-      run(["state", "get", "device:tv"], { env: { STATE_ENCRYPTION_KEY: wrong } }),
-      run(["state", "set", "device:tv", '{"secret":"other"}'], { env: { STATE_ENCRYPTION_KEY: wrong } }),
+      run(["state", "get", "appliance:tv"], { env: { STATE_ENCRYPTION_KEY: wrong } }),
+      run(["state", "set", "appliance:tv", '{"secret":"other"}'], { env: { STATE_ENCRYPTION_KEY: wrong } }),
       run(["export"], { env: { STATE_ENCRYPTION_KEY: wrong } }),
     ]);
     for (const attempt of attempts) {
@@ -343,19 +343,19 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     const rotate = await run(["key", "rotate"], { env: { STATE_ENCRYPTION_KEY: wrong } });
     expect(rotate.code).toBe(1);
     expect(rotate.stderr).toContain("cannot be decrypted");
-    const none = await run(["state", "get", "device:tv"]);
+    const none = await run(["state", "get", "appliance:tv"]);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/is encrypted; configure its key/);
 
     expect(await sha256(db)).toBe(before);
     expect(existsSync(`${db}.lock`)).toBe(false);
-    expect(json<EntryView>(await run(["state", "get", "device:tv", "--json"], { env: { STATE_ENCRYPTION_KEY: right } })).value).toEqual({
+    expect(json<EntryView>(await run(["state", "get", "appliance:tv", "--json"], { env: { STATE_ENCRYPTION_KEY: right } })).value).toEqual({
       secret: "s3cr3t-value",
     });
   });
 
   it("while a live process holds the lock, write commands refuse naming its pid and read commands still work", async () => {
-    await run(["state", "set", "device:tv", '{"power":true}']);
+    await run(["state", "set", "appliance:tv", '{"power":true}']);
     const backup = json<{ file: string }>(await run(["backup", "create", "--json"]));
     await run(["recovery", "create", "--label", "kept"]);
     // The test runner is alive and is not the CLI's process: for the CLI it is another holder.
@@ -363,11 +363,11 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     await writeFile(`${db}.lock`, lock);
 
     const writes: Array<[string[], RunOptions?]> = [
-      [["state", "set", "device:tv", '{"power":false}']],
-      [["state", "delete", "device:tv"]],
+      [["state", "set", "appliance:tv", '{"power":false}']],
+      [["state", "delete", "appliance:tv"]],
       [["recovery", "create", "--label", "x"]],
       [["recovery", "prune", "--keep", "0"]],
-      [["import"], { input: '{"key":"device:amp","value":{}}\n' }],
+      [["import"], { input: '{"key":"appliance:amp","value":{}}\n' }],
       [["migrate"]],
       [["key", "rotate"], { env: { STATE_ENCRYPTION_KEY: generateFernetKey() } }],
       [["backup", "restore", backup.file, "--replace"]],
@@ -381,7 +381,7 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     });
 
     const reads = [
-      ["state", "get", "device:tv"],
+      ["state", "get", "appliance:tv"],
       ["state", "list"],
       ["state", "history"],
       ["export"],
@@ -405,12 +405,12 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
       ["state"],
       ["state", "frob"],
       ["state", "get"],
-      ["state", "get", "device:tv", "extra"],
+      ["state", "get", "appliance:tv", "extra"],
       ["state", "list", "--bogus"],
       ["state", "list", "--limit", "zero"],
       ["state", "history", "--transition", "explode"],
-      ["state", "set", "device:tv", "{not json"],
-      ["state", "set", "device:tv", "[1]"],
+      ["state", "set", "appliance:tv", "{not json"],
+      ["state", "set", "appliance:tv", "[1]"],
       ["recovery", "create"],
       ["recovery", "create", "--label", "x", "--key", "a:b", "--prefix", "a:"],
       ["recovery", "prune"],
