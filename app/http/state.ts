@@ -38,6 +38,13 @@ const pageQuery = z.object({
   cursor: z.string().max(600).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
 });
+/** What PUT and PATCH /state/:key take: the key, an optional TTL, If-Match, a JSON object. */
+const valueWrite = {
+  params: keyParams,
+  querystring: z.object({ ttl: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600).optional() }),
+  headers: z.object({ "if-match": z.string().optional() }).passthrough(),
+  body: jsonObjectSchema,
+};
 const recoveryInfoSchema = z.object({
   id: z.string(),
   label: z.string(),
@@ -97,13 +104,7 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       {
         bodyLimit,
         config: { permission: "state:write" },
-        schema: {
-          params: keyParams,
-          querystring: z.object({ ttl: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600).optional() }),
-          headers: z.object({ "if-match": z.string().optional() }).passthrough(),
-          body: jsonObjectSchema,
-          response: { 200: entrySchema, 201: entrySchema },
-        },
+        schema: { ...valueWrite, response: { 200: entrySchema, 201: entrySchema } },
       },
       async (request, reply) => {
         writable(request.params.key);
@@ -122,13 +123,7 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       {
         bodyLimit,
         config: { permission: "state:write" },
-        schema: {
-          params: keyParams,
-          querystring: z.object({ ttl: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600).optional() }),
-          headers: z.object({ "if-match": z.string().optional() }).passthrough(),
-          body: jsonObjectSchema,
-          response: { 200: entrySchema },
-        },
+        schema: { ...valueWrite, response: { 200: entrySchema } },
       },
       async (request, reply) => {
         writable(request.params.key);
