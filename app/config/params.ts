@@ -18,20 +18,8 @@ function paramValue(spec: ParamSpec): z.ZodType<ParamValue> {
   }
 }
 
-// Config is frozen, so a command's param list can key its compiled schema.
-const compiled = new WeakMap<readonly ParamSpec[], z.ZodType<ParamValues>>();
-
 /** The zod schema of a command's params object, built from its declaration. */
 export function paramsSchema(specs: readonly ParamSpec[]): z.ZodType<ParamValues> {
-  let schema = compiled.get(specs);
-  if (!schema) {
-    schema = buildParamsSchema(specs);
-    compiled.set(specs, schema);
-  }
-  return schema;
-}
-
-function buildParamsSchema(specs: readonly ParamSpec[]): z.ZodType<ParamValues> {
   const shape: Record<string, z.ZodType<ParamValue | undefined>> = {};
   for (const spec of specs) {
     const value = paramValue(spec);

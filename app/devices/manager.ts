@@ -1,7 +1,9 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { DeviceDefinition } from "../config/device.js";
+import type { z } from "zod";
 import { paramsSchema } from "../config/params.js";
+import type { ParamValues } from "../config/scenario.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
 import type { EventSink } from "../shared/event-bus.js";
 import { AppError, BadRequestError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
@@ -51,6 +53,8 @@ interface ManagedDevice {
   definition: DeviceDefinition;
   driver: DeviceDriver;
   controls: DeviceControl[];
+  /** Each command's params schema, compiled once at start rather than per action. */
+  params: Map<string, z.ZodType<ParamValues>>;
   state: JsonObject;
   updatedAt: number | null;
   reachable: boolean;
@@ -97,6 +101,7 @@ export class DeviceManager {
         definition,
         driver,
         controls: deriveControls(definition, driver.controls()),
+        params: new Map(Object.entries(definition.commands).map(([name, c]) => [name, paramsSchema(c.params)])),
         state: restored?.state ?? driver.defaultState(),
         updatedAt: restored?.updatedAt ?? null,
         reachable: true,
@@ -189,14 +194,14 @@ export class DeviceManager {
     if (!this.accepting) {
       throw new ServiceUnavailableError("not_ready", "the bridge is not accepting actions right now");
     }
-    const command = device.definition.commands[action];
-    if (!command) {
+    const schema = device.params.get(action);
+    if (!schema) {
       const known = Object.keys(device.definition.commands).join(", ") || "none";
       throw new BadRequestError("unknown_action", `device "${id}" has no action "${action}" (known: ${known})`);
     }
     const started = performance.now();
     const observe = (ok: boolean) => this.deps.onAction?.({ device: id, action, source, ok, ms: performance.now() - started });
-    const parsed = paramsSchema(command.params).safeParse(params ?? {});
+    const parsed = schema.safeParse(params ?? {});
     if (!parsed.success) {
       const reason = parsed.error.issues.map((i) => `${i.path.join(".") || "params"}: ${i.message}`).join("; ");
       const err = new BadRequestError("invalid_params", `invalid params for ${id}.${action}: ${reason}`, parsed.error.issues);
