@@ -55,6 +55,8 @@ export const encryptionConfigSchema = z
 
 export const historyConfigSchema = z
   .object({
+    /** Record an entry per change in the same transaction as the value (the audit trail). */
+    enabled: z.boolean().default(true),
     /** Newest entries kept per key (0 keeps none). */
     max_per_key: z.number().int().min(0).max(1_000_000).default(200),
     /** Entries older than this are pruned (0 keeps them regardless of age). */

@@ -1,32 +1,25 @@
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { createLogger } from "../../app/observability/logger.js";
+import { ChildUnderTest, freePort } from "./child.js";
 import { runClosedLoop, type LoopResult } from "./closed-loop.js";
-import { BenchPeer, closePeers, connectPeers } from "./mqtt-peer.js";
+import type { LoadSettings } from "./durable.js";
+import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
+
+/** The echo broker (aedes + echo client in their own process), started once for every client count. */
+export async function startEchoBroker(): Promise<{ child: ChildUnderTest; url: string }> {
+  const port = await freePort();
+  const child = ChildUnderTest.start("test/bench/echo-broker.ts", { ECHO_BROKER_PORT: String(port) });
+  await child.waitForLine(/^ready \d+$/);
+  return { child, url: `mqtt://127.0.0.1:${port}` };
+}
 
 /**
- * The floor under the durable figure: the same clients and closed loop against a bare
- * aedes broker, an echo client standing in for the bridge without state or SQLite.
+ * The floor under the durable figure: the same clients and closed loop against the
+ * echo broker, which stands in for the bridge without state or SQLite. Each round trip
+ * crosses the broker twice, as an action does (command in, value out).
  */
-export async function benchBrokerRoundTrip(settings: {
-  clients: number;
-  warmupMs: number;
-  measureMs: number;
-  opTimeoutMs: number;
-}): Promise<LoopResult> {
-  let broker: EmbeddedBroker | null = null;
-  let echo: BenchPeer | null = null;
+export async function benchBrokerRoundTrip(url: string, settings: LoadSettings): Promise<LoopResult> {
   let peers: BenchPeer[] = [];
   try {
-    broker = await startEmbeddedBroker({ host: "127.0.0.1", port: 0, log: createLogger("silent") });
-    echo = await BenchPeer.connect(broker.url, "bench-echo");
-    const echoClient = echo.client;
-    echoClient.on("message", (topic, payload) => {
-      const n = topic.slice("bench/req/".length);
-      echoClient.publish(`bench/resp/${n}`, payload, { qos: 1, retain: false });
-    });
-    await echo.subscribe(["bench/req/+"]);
-
-    peers = await connectPeers(broker.url, settings.clients, "bench-rtt");
+    peers = await connectPeers(url, settings.clients, `bench-rtt-${settings.clients}`);
     const workers = await Promise.all(
       peers.map(async (peer, c) => {
         await peer.subscribe([`bench/resp/${c}`]);
@@ -37,7 +30,5 @@ export async function benchBrokerRoundTrip(settings: {
     return await runClosedLoop(workers, settings.warmupMs, settings.measureMs);
   } finally {
     await closePeers(peers);
-    await echo?.close();
-    await broker?.close();
   }
 }

@@ -1,10 +1,5 @@
-import type { FastifyInstance } from "fastify";
-import { buildApp } from "../../app/server.js";
-import type { AppConfig } from "../../app/config/loader.js";
-import { createLogger } from "../../app/observability/logger.js";
 import { runClosedLoop, type LoopResult, type Operation } from "./closed-loop.js";
 import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
-import { benchDeviceId } from "./fixture.js";
 
 const valueTopic = (id: string) => `/devices/${id}/controls/volume`;
 const commandTopic = (id: string) => `/devices/${id}/controls/volume/on`;
@@ -29,36 +24,64 @@ async function clientWorker(peer: BenchPeer, deviceIds: string[], timeoutMs: num
   };
 }
 
-export interface DurableResult extends LoopResult {
-  devices: number;
+export interface LoadSettings {
+  clients: number;
+  warmupMs: number;
+  measureMs: number;
+  opTimeoutMs: number;
 }
 
-export async function benchDurableActions(
-  config: AppConfig,
-  settings: { clients: number; warmupMs: number; measureMs: number; opTimeoutMs: number },
-  variant: { history?: boolean } = {},
-): Promise<DurableResult> {
-  let app: FastifyInstance | null = null;
+/**
+ * Durable actions against a running bridge: each client sends a volume command on
+ * `/on` and waits for the new value the bridge publishes after the commit. Clients
+ * share the devices round-robin, so no two clients drive the same device.
+ */
+export async function benchDurableActions(mqttUrl: string, deviceIds: readonly string[], settings: LoadSettings): Promise<LoopResult> {
+  if (settings.clients > deviceIds.length) throw new Error(`${settings.clients} clients need at least as many devices (have ${deviceIds.length})`);
   let peers: BenchPeer[] = [];
   try {
-    app = await buildApp(config, { logger: createLogger("silent"), history: variant.history });
-    await app.ready();
-    const broker = app.bridge.embeddedBroker;
-    if (!broker) throw new Error("the bench config enables the embedded broker, but the bridge started none");
-
-    peers = await connectPeers(broker.url, settings.clients, "bench-durable");
-    const deviceCount = config.devices.length;
+    peers = await connectPeers(mqttUrl, settings.clients, `bench-durable-${settings.clients}`);
     const workers = await Promise.all(
-      peers.map((peer, c) => {
-        const own: string[] = [];
-        for (let d = c; d < deviceCount; d += settings.clients) own.push(benchDeviceId(d));
-        return clientWorker(peer, own, settings.opTimeoutMs);
-      }),
+      peers.map((peer, c) => clientWorker(peer, deviceIds.filter((_, d) => d % settings.clients === c), settings.opTimeoutMs)),
     );
-    const result = await runClosedLoop(workers, settings.warmupMs, settings.measureMs);
-    return { ...result, devices: deviceCount };
+    return await runClosedLoop(workers, settings.warmupMs, settings.measureMs);
   } finally {
     await closePeers(peers);
-    await app?.close();
+  }
+}
+
+/** A fixed number of durable actions as fast as `clients` closed loops go, reporting progress. */
+export async function driveActions(
+  mqttUrl: string,
+  deviceIds: readonly string[],
+  clients: number,
+  total: number,
+  onProgress: (done: number) => Promise<void> | void,
+  every: number,
+): Promise<void> {
+  let peers: BenchPeer[] = [];
+  try {
+    peers = await connectPeers(mqttUrl, clients, `bench-drive-${clients}`);
+    const workers = await Promise.all(peers.map((peer, c) => clientWorker(peer, deviceIds.filter((_, d) => d % clients === c), 10_000)));
+    let started = 0;
+    let done = 0;
+    let checkpoint = Promise.resolve();
+    await Promise.all(
+      workers.map(async (op) => {
+        while (started < total) {
+          started += 1;
+          await op();
+          done += 1;
+          if (done % every === 0) {
+            // Progress checks (an RSS sample) run one at a time, between actions.
+            const at = done;
+            checkpoint = checkpoint.then(() => onProgress(at));
+            await checkpoint;
+          }
+        }
+      }),
+    );
+  } finally {
+    await closePeers(peers);
   }
 }

@@ -1,13 +1,19 @@
 import { cpus } from "node:os";
 
 export interface BenchSettings {
-  clients: number;
+  /** Concurrent MQTT clients for figure 1 (issue 6: 8 and 64). */
+  clientCounts: number[];
   measureMs: number;
   warmupMs: number;
   fsyncMs: number;
   groupCommitRows: number;
   restoreDevices: number;
   opTimeoutMs: number;
+  httpSeconds: number;
+  httpConnections: number;
+  memoryDevices: number;
+  memoryActions: number;
+  ioSeconds: number;
 }
 
 function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
@@ -20,20 +26,24 @@ function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, 
   return value;
 }
 
-/** The bridge bench gives each client its own devices, so clients cannot outnumber devices. */
+/** The durable bench gives each client its own devices, so clients cannot outnumber devices. */
 export const BENCH_DEVICES = 100;
 
 export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSettings {
-  const clients = Math.floor(positiveNumber(env, "BENCH_CLIENTS", 8, BENCH_DEVICES));
   const seconds = positiveNumber(env, "BENCH_SECONDS", 5, 600);
   return {
-    clients,
+    clientCounts: [8, 64],
     measureMs: seconds * 1000,
     warmupMs: Math.min(1000, seconds * 200),
     fsyncMs: 2000,
     groupCommitRows: 20_000,
     restoreDevices: 10_000,
     opTimeoutMs: 5000,
+    httpSeconds: seconds,
+    httpConnections: 32,
+    memoryDevices: 1000,
+    memoryActions: Math.floor(positiveNumber(env, "BENCH_MEMORY_ACTIONS", 100_000, 10_000_000)),
+    ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", 30, 3600)),
   };
 }
 

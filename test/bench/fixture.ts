@@ -15,23 +15,27 @@ function deviceConfig(id: string) {
   };
 }
 
-/**
- * Writes a config dir (system.json + one file per device) and loads it the way the
- * bridge does. The embedded broker and HTTP take port 0 so nothing collides with a
- * running bridge or a system broker.
- */
-export async function writeBenchConfig(options: {
+export interface BenchConfigOptions {
   configDir: string;
   dbPath: string;
   devices: number;
   idWidth?: number;
-}): Promise<AppConfig> {
+  /** Ports for the embedded broker and HTTP; 0 (the default) lets the OS choose. */
+  mqttPort?: number;
+  httpPort?: number;
+  history?: boolean;
+}
+
+/** Writes a config dir (system.json + one file per device) for a bench bridge. */
+export async function writeBenchConfigDir(options: BenchConfigOptions): Promise<void> {
   const { configDir, dbPath, devices } = options;
   const system = {
-    mqtt: { client_id: "wb-bridge-bench", embedded: { enabled: true, host: "127.0.0.1", port: 0 } },
-    http: { host: "127.0.0.1", port: 0 },
-    persistence: { db_path: dbPath, synchronous: "full" },
-    logging: { level: "silent" },
+    mqtt: { client_id: "wb-bridge-bench", embedded: { enabled: true, host: "127.0.0.1", port: options.mqttPort ?? 0 } },
+    http: { host: "127.0.0.1", port: options.httpPort ?? 0 },
+    persistence: { db_path: dbPath, synchronous: "full", history: { enabled: options.history ?? true } },
+    logging: { level: "warn" },
+    // The bench is the only client and sends far more than a person would.
+    rate_limit: { max: 0 },
   };
   await mkdir(join(configDir, "devices"), { recursive: true });
   await writeFile(join(configDir, "system.json"), JSON.stringify(system, null, 2));
@@ -42,6 +46,15 @@ export async function writeBenchConfig(options: {
       ids.slice(i, i + 256).map((id) => writeFile(join(configDir, "devices", `${id}.json`), JSON.stringify(deviceConfig(id)))),
     );
   }
+}
+
+/**
+ * Writes a config dir and loads it the way the bridge does, for an in-process bridge.
+ * The embedded broker and HTTP take port 0 so nothing collides with a running bridge or
+ * a system broker.
+ */
+export async function writeBenchConfig(options: BenchConfigOptions): Promise<AppConfig> {
+  await writeBenchConfigDir(options);
   // An empty env: MQTT_URL, STATE_PATH, ... of the calling shell must not redirect the bench.
-  return loadConfig({ configDir, env: {}, cwd: configDir });
+  return loadConfig({ configDir: options.configDir, env: {}, cwd: options.configDir });
 }

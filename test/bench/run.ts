@@ -1,109 +1,214 @@
 /**
- * `npm run bench`: durable action rate through the whole bridge, against the floors
- * that bound it (bare broker round trip, one fsync per write), plus restore time.
+ * `npm run bench`: the figures of issue 6, each beside the baseline it is judged by,
+ * measured in this same run. The bridge and the baselines run in their own processes
+ * (the real entry point, as `npm start` runs it); this process only generates load.
  * Everything runs on 127.0.0.1 in a temp directory that is removed at the end.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { benchBrokerRoundTrip } from "./broker-rtt.js";
-import { benchDurableActions } from "./durable.js";
+import { startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
+import { benchBrokerRoundTrip, startEchoBroker } from "./broker-rtt.js";
+import type { LoopResult } from "./closed-loop.js";
+import { benchDurableActions, type LoadSettings } from "./durable.js";
 import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
-import { writeBenchConfig } from "./fixture.js";
+import { benchDeviceId } from "./fixture.js";
+import { benchStateReads, startBareHttp } from "./http-read.js";
+import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
-import type { AppConfig } from "../../app/config/loader.js";
 import { generateFernetKey } from "../../app/state/fernet.js";
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
-async function main(): Promise<void> {
-  const settings = readSettings();
-  const root = await mkdtemp(join(tmpdir(), "wb-bridge-bench-"));
-  log(`wb-bridge bench: ${describeHost()}`);
-  log(`temp dir ${root}; ${settings.clients} clients, ${settings.warmupMs / 1000} s warm-up + ${settings.measureMs / 1000} s measured`);
+interface Row {
+  figure: string;
+  measured: string;
+  baseline: string;
+  ratio: string;
+  target: string;
+  met: boolean;
+}
+
+const loopLine = (r: LoopResult) => `${fmt(r.perSecond)}/s, p50 ${fmt(r.latency.p50, 3)} ms, p99 ${fmt(r.latency.p99, 3)} ms (${r.operations} ops)`;
+
+async function withBridge<T>(root: string, name: string, options: Parameters<typeof startBridgeChild>[2], fn: (b: BridgeUnderTest) => Promise<T>): Promise<T> {
+  const bridge = await startBridgeChild(root, name, options);
   try {
-    const config = await writeBenchConfig({ configDir: join(root, "config"), dbPath: join(root, "data", "state.db"), devices: BENCH_DEVICES });
+    return await fn(bridge);
+  } finally {
+    await bridge.child.stop();
+  }
+}
 
-    log("\n[1/4] durable actions (MQTT /on -> SQLite commit with history -> retained value)");
-    const durable = await benchDurableActions(config, settings);
-    log(`  ${durable.operations} actions on ${durable.devices} devices in ${durable.seconds} s`);
-    log(`  durable actions/s: ${fmt(durable.perSecond)}`);
-    log(`  latency ms: p50 ${fmt(durable.latency.p50, 3)}  p99 ${fmt(durable.latency.p99, 3)}  max ${fmt(durable.latency.max, 3)}`);
+async function main(): Promise<void> {
+  const s = readSettings();
+  const root = await mkdtemp(join(tmpdir(), "wb-bridge-bench-"));
+  const load = (clients: number): LoadSettings => ({ clients, warmupMs: s.warmupMs, measureMs: s.measureMs, opTimeoutMs: s.opTimeoutMs });
+  const rows: Row[] = [];
+  log(`wb-bridge bench: ${describeHost()}`);
+  log(`temp dir ${root}; load phases ${s.warmupMs / 1000} s warm-up + ${s.measureMs / 1000} s measured`);
+  try {
+    log("\n[baseline] SQLite, synchronous=FULL, WAL: one awaited set() (value + history row) per transaction");
+    const writes = await benchStoreWrites(join(root, "fsync", "state.db"), s);
+    log(`  one fsync per write: ${fmt(writes.sequentialPerSecond)} writes/s, p50 ${fmt(writes.sequentialLatency.p50, 3)} ms`);
+    log(`  group commit, ${writes.groupRows} concurrent set(): ${fmt(writes.groupRowsPerSecond)} rows/s`);
 
-    // The same phase without history, and with encryption at rest, each on its own database.
-    const variantConfig = (name: string, encryptionKeys: string | null): AppConfig => ({
-      ...config,
-      paths: { ...config.paths, db: join(root, "data", `${name}.db`) },
-      secrets: { ...config.secrets, encryptionKeys },
+    log("\n[baseline] broker round trip: aedes + echo client in their own process, QoS 1, no state");
+    const echo = await startEchoBroker();
+    const rtt = new Map<number, LoopResult>();
+    try {
+      for (const clients of [1, ...s.clientCounts]) {
+        rtt.set(clients, await benchBrokerRoundTrip(echo.url, load(clients)));
+        log(`  ${clients} client(s): ${loopLine(rtt.get(clients) as LoopResult)}`);
+      }
+    } finally {
+      await echo.child.stop();
+    }
+
+    log(`\n[1,2,4] durable actions: MQTT /on -> commit (history, FULL) -> retained value; ${BENCH_DEVICES} devices`);
+    const durable = new Map<number, LoopResult>();
+    const reads = await withBridge(root, "default", { devices: BENCH_DEVICES }, async (bridge) => {
+      for (const clients of [1, ...s.clientCounts]) {
+        durable.set(clients, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients)));
+        log(`  ${clients} client(s): ${loopLine(durable.get(clients) as LoopResult)}`);
+      }
+      log(`  GET /devices/:id/state, autocannon, ${s.httpConnections} connections, ${s.httpSeconds} s`);
+      return benchStateReads(bridge.httpUrl, bridge.deviceIds, { connections: s.httpConnections, seconds: s.httpSeconds });
     });
-    const noHistory = await benchDurableActions(variantConfig("no-history", null), settings, { history: false });
-    const encrypted = await benchDurableActions(variantConfig("encrypted", generateFernetKey()), settings);
-    const cost = (other: number) => `${fmt((1 - durable.perSecond / other) * 100, 1)}%`;
-    log(`  without history: ${fmt(noHistory.perSecond)} actions/s (p50 ${fmt(noHistory.latency.p50, 3)} ms); history costs ${cost(noHistory.perSecond)}`);
-    log(`  with encryption (history on): ${fmt(encrypted.perSecond)} actions/s (p50 ${fmt(encrypted.latency.p50, 3)} ms); ${fmt((1 - encrypted.perSecond / durable.perSecond) * 100, 1)}% below the default`);
+    log(`    bridge: ${fmt(reads.requestsPerSecond)} req/s, p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`);
+    const bare = await startBareHttp(BENCH_DEVICES);
+    const bareIds = Array.from({ length: BENCH_DEVICES }, (_, i) => benchDeviceId(i));
+    const bareReads = await benchStateReads(bare.url, bareIds, { connections: s.httpConnections, seconds: s.httpSeconds }).finally(() =>
+      bare.child.stop(),
+    );
+    log(`    bare Fastify route from a Map: ${fmt(bareReads.requestsPerSecond)} req/s, p50 ${bareReads.p50Ms} ms, p99 ${bareReads.p99Ms} ms`);
 
-    log("\n[2/4] raw broker round trip (aedes + echo client, QoS 1, no bridge)");
-    const rtt = await benchBrokerRoundTrip(settings);
-    log(`  ${rtt.operations} round trips in ${rtt.seconds} s`);
-    log(`  round trips/s: ${fmt(rtt.perSecond)}`);
-    log(`  latency ms: p50 ${fmt(rtt.latency.p50, 3)}  p99 ${fmt(rtt.latency.p99, 3)}  max ${fmt(rtt.latency.max, 3)}`);
+    log("\n[7] the same durable load without history, and with encryption at rest (history on)");
+    const variant = async (name: string, options: { history?: boolean; encryptionKey?: string }) => {
+      const out = new Map<number, LoopResult>();
+      await withBridge(root, name, { devices: BENCH_DEVICES, ...options }, async (bridge) => {
+        for (const clients of s.clientCounts) {
+          out.set(clients, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients)));
+          log(`  ${name}, ${clients} clients: ${loopLine(out.get(clients) as LoopResult)}`);
+        }
+      });
+      return out;
+    };
+    const noHistory = await variant("no-history", { history: false });
+    const encrypted = await variant("encrypted", { encryptionKey: generateFernetKey() });
 
-    log("\n[3/4] SQLite writes, synchronous=FULL, WAL");
-    const writes = await benchStoreWrites(join(root, "fsync", "state.db"), settings);
-    log(`  sequential awaited set(): ${writes.sequentialWrites} in ${fmt(writes.sequentialSeconds, 2)} s = ${fmt(writes.sequentialPerSecond)} writes/s (one commit each)`);
-    log(`  group commit: ${writes.groupRows} concurrent set() in ${fmt(writes.groupSeconds, 3)} s = ${fmt(writes.groupRowsPerSecond)} rows/s`);
+    log(`\n[3] restore at start: ${s.restoreDevices} device states (in-process app.ready())`);
+    const restore = await benchRestore(root, s.restoreDevices);
+    log(`  restore (read + validate + driver setup): ${fmt(restore.restoreMs)} ms; whole app.ready(): ${fmt(restore.readyMs)} ms`);
+    log(`  store.list("device:"): ${fmt(restore.listMs)} ms for ${restore.listedEntries} entries; not restored: ${restore.notRestored}`);
 
-    log(`\n[4/4] restore: ${settings.restoreDevices} devices`);
-    const restore = await benchRestore(root, settings.restoreDevices);
-    log(`  seeding the database: ${fmt(restore.seedMs)} ms; writing + loading config: ${fmt(restore.loadConfigMs)} ms`);
-    log(`  app.ready() (restore + init): ${fmt(restore.readyMs)} ms${restore.notRestored === 0 ? "" : `  (WARNING: ${restore.notRestored} devices did not get their stored volume back)`}`);
-    log(`    of which restore (read + validate + driver setup): ${fmt(restore.restoreMs)} ms; the rest (publishing WB meta and values, scenarios): ${fmt(restore.publishMs)} ms`);
-    log(`  store.list("device:"): ${fmt(restore.listMs)} ms for ${restore.listedEntries} entries`);
-    log(`  app.close(): ${fmt(restore.closeMs)} ms`);
+    log(`\n[5] memory: ${s.memoryDevices} devices, ${s.memoryActions} durable actions (64 clients)`);
+    const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64);
+    log(`  RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s)`);
 
-    const vsBroker = durable.perSecond / rtt.perSecond;
-    const vsFsync = durable.perSecond / writes.sequentialPerSecond;
-    log("\nratios");
-    log(`  durable actions/s / broker round trips/s: ${fmt(vsBroker, 3)}`);
-    log(`  durable actions/s / fsync writes/s:       ${fmt(vsFsync, 3)}`);
+    log(`\n[6] disk writes at 1 action/s for ${s.ioSeconds} s (/proc/<pid>/io write_bytes of the bridge)`);
+    const disk = await benchDiskWrites(root, s.ioSeconds);
+    log(`  ${disk.bytesWritten} bytes for ${disk.actions} actions = ${fmt(disk.bytesPerAction)} bytes/action`);
+    log(`  WAL ${disk.walBytesStart} -> ${disk.walBytesEnd} bytes; database ${disk.dbBytesEnd} bytes`);
+
+    // The table: each figure beside its same-run baseline.
+    const fsyncRate = writes.sequentialPerSecond;
+    for (const clients of s.clientCounts) {
+      const d = durable.get(clients) as LoopResult;
+      rows.push({
+        figure: `1. durable actions/s, ${clients} clients`,
+        measured: fmt(d.perSecond),
+        baseline: `one fsync/write ${fmt(fsyncRate)}/s`,
+        ratio: fmt(d.perSecond / fsyncRate, 2),
+        target: ">= 20000/s and ratio >= 2",
+        met: d.perSecond >= 20_000 && d.perSecond >= 2 * fsyncRate,
+      });
+    }
+    const seq = durable.get(1) as LoopResult;
+    const rtt1 = rtt.get(1) as LoopResult;
+    const p50Budget = rtt1.latency.p50 + writes.sequentialLatency.p50 + 0.15;
+    rows.push({
+      figure: "2. sequential p50 ms, 1 client",
+      measured: fmt(seq.latency.p50, 3),
+      baseline: `broker p50 ${fmt(rtt1.latency.p50, 3)} + fsync p50 ${fmt(writes.sequentialLatency.p50, 3)} + 0.150`,
+      ratio: fmt(seq.latency.p50 / p50Budget, 2),
+      target: `<= ${fmt(p50Budget, 3)}`,
+      met: seq.latency.p50 <= p50Budget,
+    });
+    rows.push({
+      figure: "2. sequential p99 ms, 1 client",
+      measured: fmt(seq.latency.p99, 3),
+      baseline: `broker p99 ${fmt(rtt1.latency.p99, 3)}`,
+      ratio: fmt(seq.latency.p99 / 2, 2),
+      target: "<= 2.000",
+      met: seq.latency.p99 <= 2,
+    });
+    rows.push({
+      figure: `3. restore ${s.restoreDevices} states, ms`,
+      measured: fmt(restore.restoreMs),
+      baseline: `store.list ${fmt(restore.listMs)} ms`,
+      ratio: fmt(restore.restoreMs / 300, 2),
+      target: "<= 300",
+      met: restore.restoreMs <= 300 && restore.notRestored === 0,
+    });
+    rows.push({
+      figure: "4. GET /devices/:id/state req/s",
+      measured: fmt(reads.requestsPerSecond),
+      baseline: `bare Fastify ${fmt(bareReads.requestsPerSecond)}`,
+      ratio: fmt(reads.requestsPerSecond / bareReads.requestsPerSecond, 2),
+      target: "ratio >= 0.80",
+      met: reads.requestsPerSecond >= 0.8 * bareReads.requestsPerSecond && reads.non2xx === 0 && reads.errors === 0,
+    });
+    rows.push({
+      figure: `5. RSS MB, ${memory.devices} devices, after ${memory.actions} actions`,
+      measured: fmt(memory.rssAt100kMb),
+      baseline: `at ${memory.actions / 2}: ${fmt(memory.rssAt50kMb)}`,
+      ratio: fmt(memory.rssAt100kMb / memory.rssAt50kMb, 3),
+      target: "<= 90 MB, growth <= 5%",
+      met: memory.rssAt100kMb <= 90 && memory.rssAt100kMb <= memory.rssAt50kMb * 1.05,
+    });
+    rows.push({
+      figure: "6. disk bytes per action at 1/s",
+      measured: fmt(disk.bytesPerAction, 0),
+      baseline: `${disk.actions} actions`,
+      ratio: fmt(disk.bytesPerAction / 8192, 2),
+      target: "<= 8192",
+      met: disk.bytesPerAction <= 8192,
+    });
+    for (const [name, results] of [["history", noHistory], ["encryption", encrypted]] as const) {
+      for (const clients of s.clientCounts) {
+        const withIt = name === "history" ? (durable.get(clients) as LoopResult) : (results.get(clients) as LoopResult);
+        const without = name === "history" ? (results.get(clients) as LoopResult) : (durable.get(clients) as LoopResult);
+        const cost = 1 - withIt.perSecond / without.perSecond;
+        rows.push({
+          figure: `7. cost of ${name}, ${clients} clients`,
+          measured: `${fmt(withIt.perSecond)}/s with`,
+          baseline: `${fmt(without.perSecond)}/s without`,
+          ratio: `${fmt(cost * 100, 1)}%`,
+          target: "<= 25%",
+          met: cost <= 0.25,
+        });
+      }
+    }
+
+    log("\n| figure | measured | baseline (same run) | ratio | target | met |");
+    log("|---|---|---|---|---|---|");
+    for (const r of rows) log(`| ${r.figure} | ${r.measured} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.met ? "yes" : "**no**"} |`);
 
     const summary = {
-      clients: settings.clients,
-      seconds: settings.measureMs / 1000,
-      durable: {
-        actions: durable.operations,
-        per_s: round(durable.perSecond, 1),
-        p50_ms: round(durable.latency.p50),
-        p99_ms: round(durable.latency.p99),
-        max_ms: round(durable.latency.max),
-        without_history_per_s: round(noHistory.perSecond, 1),
-        encrypted_per_s: round(encrypted.perSecond, 1),
-      },
-      broker: {
-        round_trips: rtt.operations,
-        per_s: round(rtt.perSecond, 1),
-        p50_ms: round(rtt.latency.p50),
-        p99_ms: round(rtt.latency.p99),
-        max_ms: round(rtt.latency.max),
-      },
-      sqlite: {
-        fsync_writes_per_s: round(writes.sequentialPerSecond, 1),
-        group_commit_rows: writes.groupRows,
-        group_commit_rows_per_s: round(writes.groupRowsPerSecond, 1),
-      },
-      restore: {
-        devices: restore.devices,
-        ready_ms: round(restore.readyMs, 1),
-        restore_ms: round(restore.restoreMs, 1),
-        publish_ms: round(restore.publishMs, 1),
-        list_ms: round(restore.listMs, 1),
-        listed: restore.listedEntries,
-        not_restored: restore.notRestored,
-        close_ms: round(restore.closeMs, 1),
-      },
-      ratios: { durable_vs_broker: round(vsBroker, 4), durable_vs_fsync: round(vsFsync, 4) },
+      fsync: { per_s: round(writes.sequentialPerSecond, 1), p50_ms: round(writes.sequentialLatency.p50), group_rows_per_s: round(writes.groupRowsPerSecond, 1) },
+      broker: Object.fromEntries([...rtt].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
+      durable: Object.fromEntries([...durable].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
+      no_history: Object.fromEntries([...noHistory].map(([c, r]) => [c, round(r.perSecond, 1)])),
+      encrypted: Object.fromEntries([...encrypted].map(([c, r]) => [c, round(r.perSecond, 1)])),
+      reads: { bridge: round(reads.requestsPerSecond, 1), bare: round(bareReads.requestsPerSecond, 1) },
+      restore: { restore_ms: round(restore.restoreMs, 1), ready_ms: round(restore.readyMs, 1), list_ms: round(restore.listMs, 1), not_restored: restore.notRestored },
+      memory: { start_mb: round(memory.rssAfterStartMb, 1), half_mb: round(memory.rssAt50kMb, 1), full_mb: round(memory.rssAt100kMb, 1) },
+      disk: { bytes_per_action: round(disk.bytesPerAction, 0), wal_end: disk.walBytesEnd, db_end: disk.dbBytesEnd },
+      met: rows.filter((r) => r.met).length,
+      of: rows.length,
     };
     log(`\n${JSON.stringify(summary)}`);
   } finally {

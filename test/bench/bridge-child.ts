@@ -1,0 +1,39 @@
+import { join } from "node:path";
+import { ChildUnderTest, freePort } from "./child.js";
+import { benchDeviceId, writeBenchConfigDir } from "./fixture.js";
+
+export interface BridgeUnderTest {
+  child: ChildUnderTest;
+  httpUrl: string;
+  mqttUrl: string;
+  dbPath: string;
+  deviceIds: string[];
+}
+
+/**
+ * Starts the bridge's real entry point (`app/main.ts`, as `npm start` runs it) on its
+ * own config dir and database under `root/name`, with the embedded broker, and waits
+ * until `/health/ready` says it has restored and published everything.
+ */
+export async function startBridgeChild(
+  root: string,
+  name: string,
+  options: { devices: number; history?: boolean; encryptionKey?: string },
+): Promise<BridgeUnderTest> {
+  const [mqttPort, httpPort] = [await freePort(), await freePort()];
+  const dir = join(root, name);
+  const dbPath = join(dir, "data", "state.db");
+  await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history });
+  const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
+  if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
+  const child = ChildUnderTest.start("app/main.ts", env);
+  const httpUrl = `http://127.0.0.1:${httpPort}`;
+  try {
+    await child.waitReady(`${httpUrl}/health/ready`);
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+  const deviceIds = Array.from({ length: options.devices }, (_, i) => benchDeviceId(i));
+  return { child, httpUrl, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, dbPath, deviceIds };
+}

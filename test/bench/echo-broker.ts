@@ -1,0 +1,26 @@
+/**
+ * Baseline process for the broker round trip: the embedded aedes broker and an echo
+ * client in one process, as the bridge has them, but with no state, no SQLite and no
+ * devices. Prints "ready <port>" once the echo client is subscribed.
+ */
+import { startEmbeddedBroker } from "../../app/mqtt/broker.js";
+import { createLogger } from "../../app/observability/logger.js";
+import { BenchPeer } from "./mqtt-peer.js";
+
+const port = Number(process.env.ECHO_BROKER_PORT ?? 0);
+const broker = await startEmbeddedBroker({ host: "127.0.0.1", port, log: createLogger("silent") });
+const echo = await BenchPeer.connect(broker.url, "bench-echo");
+echo.client.on("message", (topic, payload) => {
+  echo.client.publish(`bench/resp/${topic.slice("bench/req/".length)}`, payload, { qos: 1, retain: false });
+});
+await echo.subscribe(["bench/req/+"]);
+process.stdout.write(`ready ${new URL(broker.url).port}\n`);
+
+const stop = () => {
+  void echo
+    .close()
+    .then(() => broker.close())
+    .finally(() => process.exit(0));
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
