@@ -123,7 +123,10 @@ export class MemoryStateStore implements StateStore {
 
   async pruneHistory(retention: HistoryRetention, now: number): Promise<number> {
     const perKey = new Map<string, number>();
+    const newest = this.log.at(-1);
+    // The newest entry stays, as in SQLite, where its id would otherwise be reused.
     const keep = [...this.log].reverse().filter((h) => {
+      if (h === newest) return true;
       const n = (perKey.get(h.key) ?? 0) + 1;
       perKey.set(h.key, n);
       const tooMany = retention.maxPerKey > 0 && n > retention.maxPerKey;

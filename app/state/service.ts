@@ -116,6 +116,12 @@ function decodeCursor(cursor: string): string {
 export class StateService {
   private readonly maxValueBytes: number;
   private readonly locks = new KeyedQueue();
+  /**
+   * The entry each key got from its last `write()` (the managers' device and scenario
+   * records, a bounded set): the next write of that key needs the current entry, and
+   * reading it back from SQLite is a round trip to the driver on every action.
+   */
+  private readonly written = new Map<string, StoredEntry>();
   private readonly namespaces = new Map<string, NamespaceSpec>();
   private readonly listeners = new Map<string, Set<StateListener>>();
   private readonly now: () => number;
@@ -155,6 +161,7 @@ export class StateService {
       const gone = await this.store.sweepExpired(this.now());
       expired = gone.length;
       for (const { key, old } of gone) {
+        this.written.delete(key);
         this.notify({ key, old, new: null, transition: "expire", source: "ttl", actor: null });
       }
       if (this.options.history) pruned = await this.store.pruneHistory(this.options.history, this.now());
@@ -213,9 +220,29 @@ export class StateService {
     }
     assertValidKey(key);
     await this.locks.run(key, async () => {
-      const current = await this.store.getEntry(key);
-      return this.commit(key, current, parsed.data, options, schema);
+      const current = this.lastWritten(key) ?? (await this.store.getEntry(key));
+      const entry = await this.commit(key, current, parsed.data, options, schema);
+      this.written.set(key, entry);
     });
+  }
+
+  private lastWritten(key: string): StoredEntry | undefined {
+    const entry = this.written.get(key);
+    return entry && (entry.expiresAt === null || entry.expiresAt > this.now()) ? entry : undefined;
+  }
+
+  /**
+   * Every write to the store goes through here. The keys are forgotten before and after,
+   * so a write that did not come through `write()` (a restore, a patch, a migration)
+   * is never shadowed by an entry remembered from an earlier one.
+   */
+  private async persist(ops: WriteOp[]): Promise<void> {
+    for (const op of ops) this.written.delete(op.key);
+    try {
+      await this.store.write(ops);
+    } finally {
+      for (const op of ops) this.written.delete(op.key);
+    }
   }
 
   async remove(key: string, options: ChangeOptions = { source: "internal" }): Promise<boolean> {
@@ -225,7 +252,7 @@ export class StateService {
       if (current === null) return false;
       this.checkIfMatch(key, current, options.ifMatch);
       const transition = options.transition ?? "delete";
-      await this.store.write([{ key, value: null, meta: { transition, source: options.source, actor: options.actor } }]);
+      await this.persist([{ key, value: null, meta: { transition, source: options.source, actor: options.actor } }]);
       this.notify({ key, old: current.value, new: null, transition, source: options.source, actor: options.actor ?? null });
       return true;
     });
@@ -244,7 +271,7 @@ export class StateService {
     assertValidKey(key);
     return this.locks.run(key, async () => {
       const current = await this.store.getEntry(key);
-      return this.commit(key, current, value, options);
+      return view(await this.commit(key, current, value, options));
     });
   }
 
@@ -265,7 +292,7 @@ export class StateService {
         }
         base = migrated.value;
       }
-      return this.commit(key, current, deepMerge(base, patch), options);
+      return view(await this.commit(key, current, deepMerge(base, patch), options));
     });
   }
 
@@ -338,7 +365,7 @@ export class StateService {
       expiresAt: e.expiresAt ?? null,
       meta: { transition, source: options.source, actor: options.actor },
     }));
-    await this.store.write(ops);
+    await this.persist(ops);
     for (const e of restored) {
       this.notify({ key: e.key, old: olds.get(e.key) ?? null, new: e.value, transition, source: options.source, actor: options.actor ?? null });
     }
@@ -383,7 +410,7 @@ export class StateService {
     options: ChangeOptions,
     /** The schema the caller already validated with; not checked twice on the hot path. */
     validatedBy?: z.ZodType<JsonObject>,
-  ): Promise<StateEntryView> {
+  ): Promise<StoredEntry> {
     this.checkIfMatch(key, current, options.ifMatch);
     const namespace = namespaceOf(key);
     const spec = this.namespaces.get(namespace);
@@ -403,11 +430,11 @@ export class StateService {
     const expiresAt =
       options.ttlMs === undefined ? (current?.expiresAt ?? null) : options.ttlMs === null ? null : this.now() + options.ttlMs;
     const version = spec?.version ?? 1;
-    await this.store.write([
+    await this.persist([
       { key, value: checked, version, expiresAt, meta: { transition, source: options.source, actor: options.actor } },
     ]);
     this.notify({ key, old: current?.value ?? null, new: checked, transition, source: options.source, actor: options.actor ?? null });
-    return view({ key, value: checked, version, updatedAt: this.now(), expiresAt });
+    return { key, value: checked, version, updatedAt: this.now(), expiresAt };
   }
 
   private transitionFor(key: string, spec: NamespaceSpec | undefined, old: JsonObject | null, next: JsonObject): Transition {
@@ -442,7 +469,7 @@ export class StateService {
     if (upgraded === null) return null;
     if (upgraded.version === entry.version) return entry;
     const { value, version: target } = upgraded;
-    await this.store.write([
+    await this.persist([
       { key: entry.key, value, version: target, expiresAt: entry.expiresAt, meta: { transition: "update", source: "migration" } },
     ]);
     this.log.info({ key: entry.key, from: entry.version, to: target }, "state value migrated");

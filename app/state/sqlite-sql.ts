@@ -15,8 +15,10 @@ export const SCHEMA_SQL = `
     version INTEGER NOT NULL DEFAULT 1,
     expires_at INTEGER
   );
+  -- No AUTOINCREMENT: it writes the sqlite_sequence page on every commit. Ids still only
+  -- grow because pruning never deletes the newest row (see pruneHistory).
   CREATE TABLE IF NOT EXISTS state_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     key TEXT NOT NULL,
     old TEXT,
     new TEXT,
@@ -26,8 +28,11 @@ export const SCHEMA_SQL = `
     at INTEGER NOT NULL
   );
   CREATE INDEX IF NOT EXISTS state_history_key ON state_history (key, id);
-  CREATE INDEX IF NOT EXISTS state_history_transition ON state_history (transition, id);
-  CREATE INDEX IF NOT EXISTS state_history_at ON state_history (at);
+  -- Every index is one more page written per commit (flash wear, WAL bytes). Searches by
+  -- transition walk the id order, and age pruning already scans (per-key retention is a
+  -- window over the table), so neither index paid for itself; older databases lose them.
+  DROP INDEX IF EXISTS state_history_transition;
+  DROP INDEX IF EXISTS state_history_at;
   CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 

@@ -18,7 +18,8 @@ export interface BridgeUnderTest {
 export async function startBridgeChild(
   root: string,
   name: string,
-  options: { devices: number; history?: boolean; encryptionKey?: string },
+  /** `nodeArgs` go to node itself (e.g. `--cpu-prof` when profiling the bridge under bench load). */
+  options: { devices: number; history?: boolean; encryptionKey?: string; nodeArgs?: string[] },
 ): Promise<BridgeUnderTest> {
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const dir = join(root, name);
@@ -26,7 +27,7 @@ export async function startBridgeChild(
   await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history });
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
-  const child = ChildUnderTest.start("app/main.ts", env);
+  const child = ChildUnderTest.start("app/main.ts", env, options.nodeArgs);
   const httpUrl = `http://127.0.0.1:${httpPort}`;
   try {
     await child.waitReady(`${httpUrl}/health/ready`);

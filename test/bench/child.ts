@@ -44,8 +44,8 @@ export class ChildUnderTest {
   }
 
   /** Runs a TypeScript entry point (relative to the repo) under tsx, exactly as `npm start` does. */
-  static start(entry: string, env: Record<string, string>): ChildUnderTest {
-    const proc = spawn(process.execPath, ["--import", "tsx", entry], {
+  static start(entry: string, env: Record<string, string>, nodeArgs: readonly string[] = []): ChildUnderTest {
+    const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", entry], {
       cwd: repoRoot,
       env: { ...inheritedEnv(), ...env },
       stdio: ["ignore", "pipe", "pipe"],

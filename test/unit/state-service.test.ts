@@ -135,6 +135,35 @@ describe("StateService over a real SQLite store", () => {
       ]);
     });
 
+    it("write() after a patch, a restore, a delete or an expiry of the same key sees that change as the old value", async () => {
+      const rec = new Recorder();
+      service.subscribe("dev:a", rec.listener);
+      await service.write("dev:a", { v: 1 }, anyObject, { source: "device" });
+      await service.update("dev:a", { v: 2 }, { source: "http" });
+      await service.write("dev:a", { v: 3 }, anyObject, { source: "device" });
+      await service.restoreEntries([{ key: "dev:a", value: { v: 4 } }], { source: "cli" });
+      await service.write("dev:a", { v: 5 }, anyObject, { source: "device" });
+      await service.remove("dev:a", { source: "cli" });
+      await service.write("dev:a", { v: 6 }, anyObject, { source: "device", ttlMs: 1000 });
+      t += 2000;
+      await service.maintain();
+      await service.write("dev:a", { v: 7 }, anyObject, { source: "device" });
+      const changes = await rec.count(9);
+      expect(changes.map((c) => [c.old, c.new])).toEqual([
+        [null, { v: 1 }],
+        [{ v: 1 }, { v: 2 }],
+        [{ v: 2 }, { v: 3 }],
+        [{ v: 3 }, { v: 4 }],
+        [{ v: 4 }, { v: 5 }],
+        [{ v: 5 }, null],
+        [null, { v: 6 }],
+        [{ v: 6 }, null],
+        [null, { v: 7 }],
+      ]);
+      // The store agrees: the last write created the key again, with no expiry carried over.
+      expect(await service.getEntry("dev:a")).toMatchObject({ value: { v: 7 }, expires_at: null });
+    });
+
     it("are called after the write resolved, never before its commit", async () => {
       let calledDuringWrite = false;
       let writeDone = false;

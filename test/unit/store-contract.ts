@@ -305,6 +305,20 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
         expect(await store.get("age:b")).toEqual({ i: 0 });
         expect(await store.pruneHistory({ maxPerKey: 0, maxAgeMs: 0 }, clock.now())).toBe(0);
       });
+
+      it("keeps the newest entry when everything is too old, so an id is never handed out twice", async () => {
+        await store.set("old:a", { i: 0 });
+        await store.set("old:b", { i: 0 });
+        const [newest] = await store.history({ limit: 1 });
+        clock.advance(60_000);
+        expect(await store.pruneHistory({ maxPerKey: 0, maxAgeMs: 1000 }, clock.now())).toBe(1);
+        expect((await store.history({ limit: 10 })).map((h) => h.id)).toEqual([newest?.id]);
+        await store.set("old:c", { i: 1 });
+        const [next] = await store.history({ limit: 1 });
+        expect(next?.id).toBeGreaterThan(newest?.id ?? Infinity);
+        // A reader paging with `beforeId` from the new entry still sees the old one.
+        expect((await store.history({ limit: 10, beforeId: next?.id })).map((h) => h.id)).toEqual([newest?.id]);
+      });
     });
 
     describe("entries and expiry", () => {
