@@ -25,7 +25,7 @@ import { acquireDbLock, type DbLock } from "./state/lock.js";
 import { RecoveryPoints } from "./state/recovery.js";
 import type { StateService } from "./state/service.js";
 import { SQLiteStateStore } from "./state/sqlite-store.js";
-import { StoreCorruptError, type StateStore } from "./state/store.js";
+import { StoreCorruptError, type StateStore, type WriteFailure } from "./state/store.js";
 
 export type BridgeEvents = DeviceEvents & ScenarioEvents;
 
@@ -43,6 +43,12 @@ export interface BridgeOverrides {
   mqttConnectWaitMs?: number;
   /** Keep a history entry per change (default true); the bench measures the cost. */
   history?: boolean;
+}
+
+/** Storage that refuses writes: the last commit failed, and since when commits have been failing. */
+export interface StorageFailure {
+  failure: WriteFailure;
+  since: string;
 }
 
 export interface StartupRestore {
@@ -87,6 +93,7 @@ export class Bridge {
   private lock: DbLock | null = null;
   private restored: StartupRestore | null = null;
   private storeOpen = false;
+  private writeFailure: StorageFailure | null = null;
   private currentPhase: Phase = "created";
   private readonly log: Logger;
 
@@ -114,9 +121,15 @@ export class Bridge {
         synchronous: persistence.synchronous,
         busyTimeoutMs: persistence.busy_timeout_ms,
         codec: this.codec,
-        history: overrides.history ?? true,
+        history: overrides.history ?? persistence.history.enabled,
         log: log.child({ module: "store" }),
-        onCommit: (info) => metrics.observeCommit(info),
+        onCommit: (info) => {
+          metrics.observeCommit(info);
+          // Health shows failing storage from the first failed commit until one succeeds again.
+          this.writeFailure = info.error
+            ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
+            : null;
+        },
       });
     this.store = new InstrumentedStateStore(store, metrics);
     // Backups and the database lock only exist for the SQLite file.
@@ -181,6 +194,11 @@ export class Bridge {
 
   get isStoreOpen(): boolean {
     return this.storeOpen;
+  }
+
+  /** Set while the last commit to the database failed (disk full, read-only, I/O error). */
+  get storageFailure(): StorageFailure | null {
+    return this.writeFailure;
   }
 
   get embeddedBroker(): EmbeddedBroker | null {

@@ -1,10 +1,34 @@
 import type { FastifyError, FastifyInstance } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { AppError } from "../shared/errors.js";
+import { StoreWriteError, type WriteFailure } from "../state/store.js";
 
 export interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
 }
+
+/**
+ * What a client is told when storage refuses a write. Nothing was changed, so the client
+ * may retry; `full` is 507 Insufficient Storage because it clears once space is freed,
+ * without a restart. The database path and SQLite's own text stay in the log.
+ */
+export const STORAGE_FAILURES: Record<Exclude<WriteFailure, "other">, { status: number; code: string; message: string }> = {
+  full: {
+    status: 507,
+    code: "storage_full",
+    message: "the bridge's storage is full (disk full); the change was not saved. Free space on the device and retry.",
+  },
+  read_only: {
+    status: 503,
+    code: "storage_read_only",
+    message: "the bridge's storage is read-only; the change was not saved",
+  },
+  io: {
+    status: 503,
+    code: "storage_io_error",
+    message: "the bridge's storage failed to write (I/O error; the file system may have turned read-only); the change was not saved",
+  },
+};
 
 /**
  * DESIGN §6: every error is `{ error: { code, message, details? } }` with its status.
@@ -23,6 +47,11 @@ export function registerErrorHandlers(app: FastifyInstance): void {
         },
       };
       return reply.status(400).send(body);
+    }
+    if (err instanceof StoreWriteError && err.failure !== "other") {
+      const { status, code, message } = STORAGE_FAILURES[err.failure];
+      request.log.error({ err: err.message, failure: err.failure }, "request failed: storage refused the write");
+      return reply.status(status).send({ error: { code, message } } satisfies ErrorBody);
     }
     if (err instanceof AppError) {
       if (err.statusCode >= 500) request.log.error({ err }, "request failed");

@@ -5,13 +5,19 @@ import { z } from "zod";
 import type { Bridge } from "../lifespan.js";
 import { redactUrl } from "../mqtt/gateway.js";
 import { errorMessage } from "../shared/errors.js";
+import { STORAGE_FAILURES } from "./errors.js";
 
 const healthSchema = z.object({
   status: z.enum(["ok", "starting", "degraded", "stopping", "failed"]),
   version: z.string(),
   uptime_s: z.number(),
   phase: z.string(),
-  store: z.object({ open: z.boolean(), path: z.string() }),
+  store: z.object({
+    open: z.boolean(),
+    path: z.string(),
+    /** Set while writes fail (the last commit failed); null once one succeeds again. */
+    write_error: z.object({ code: z.string(), message: z.string(), since: z.string() }).nullable(),
+  }),
   mqtt: z.object({ connected: z.boolean(), url: z.string(), connects: z.number(), embedded: z.boolean() }),
   devices: z.number(),
   scenario: z.string().nullable(),
@@ -41,7 +47,20 @@ export function readiness(bridge: Bridge): string[] {
   if (bridge.phase !== "ready") reasons.push(`bridge is ${bridge.phase}`);
   if (!bridge.isStoreOpen) reasons.push("state store is not open");
   if (!bridge.mqtt.connected) reasons.push("MQTT broker is not connected");
+  const storage = storageError(bridge);
+  if (storage) reasons.push(`state store cannot write (${storage.code})`);
   return reasons;
+}
+
+function storageError(bridge: Bridge): { code: string; message: string; since: string } | null {
+  const failed = bridge.storageFailure;
+  if (!failed) return null;
+  const known = failed.failure === "other" ? null : STORAGE_FAILURES[failed.failure];
+  return {
+    code: known?.code ?? "storage_error",
+    message: known?.message ?? "the bridge's storage refused the last write; see the log",
+    since: failed.since,
+  };
 }
 
 function lastBackup(bridge: Bridge) {
@@ -107,7 +126,7 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
         version: bridge.version,
         uptime_s: Math.round((Date.now() - bridge.startedAt) / 1000),
         phase,
-        store: { open: bridge.isStoreOpen, path: bridge.config.system.persistence.db_path },
+        store: { open: bridge.isStoreOpen, path: bridge.config.system.persistence.db_path, write_error: storageError(bridge) },
         mqtt: {
           connected: bridge.mqtt.connected,
           url: redactUrl(bridge.mqtt.url),

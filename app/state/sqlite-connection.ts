@@ -1,4 +1,5 @@
 import sqlite3 from "sqlite3";
+import type { WriteFailure } from "./store.js";
 
 export type SqlParam = string | number | null;
 
@@ -6,6 +7,21 @@ export type SqlParam = string | number | null;
 export function sqliteErrorCode(err: unknown): string | undefined {
   if (err && typeof err === "object" && "code" in err && typeof err.code === "string") return err.code;
   return undefined;
+}
+
+/** How a failed SQLite write is reported upwards (sqlite3 exposes only the primary result code). */
+export function writeFailureOf(err: unknown): WriteFailure {
+  switch (sqliteErrorCode(err)) {
+    case "SQLITE_FULL":
+      return "full";
+    case "SQLITE_READONLY":
+      return "read_only";
+    case "SQLITE_IOERR":
+      // Also what a file system turned read-only under an open database gives (EROFS on write).
+      return "io";
+    default:
+      return "other";
+  }
 }
 
 /**

@@ -1,11 +1,11 @@
-import { mkdir, rename, stat } from "node:fs/promises";
-import { dirname } from "node:path";
+import { mkdir, readdir, rename, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
 import { CodecError, plainCodec, type ValueCodec } from "./codec.js";
-import { SqliteConnection, sqliteErrorCode, type SqlParam } from "./sqlite-connection.js";
+import { SqliteConnection, sqliteErrorCode, writeFailureOf, type SqlParam } from "./sqlite-connection.js";
 import { ADDED_COLUMNS, batchSql, lit, prefixUpperBound, SCHEMA_SQL, type EncodedOp } from "./sqlite-sql.js";
 import {
   StateDecodeError,
@@ -37,8 +37,8 @@ export interface SQLiteStateStoreOptions {
   history?: boolean;
   log?: Logger;
   now?: () => number;
-  /** Called after each group commit (metrics); `writes` callers, `ops` rows. Must not throw. */
-  onCommit?: (info: { writes: number; ops: number; durationMs: number; ok: boolean }) => void;
+  /** Called after each group commit (metrics, health); `writes` callers, `ops` rows; `error` when it failed. Must not throw. */
+  onCommit?: (info: { writes: number; ops: number; durationMs: number; ok: boolean; error?: StoreWriteError }) => void;
 }
 
 /** Queued work for the writer: writes are grouped; a task runs alone, in its place. */
@@ -66,6 +66,8 @@ interface HistoryRow {
   at: number;
 }
 
+/** Page size of databases this store creates (see initialize). */
+const PAGE_SIZE = 1024;
 const CORRUPTION_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
 const ENCRYPTION_MARKER = "encryption_check";
 const MARKER_PLAINTEXT = "wb-bridge encryption check";
@@ -111,6 +113,7 @@ export class SQLiteStateStore implements StateStore {
     if (this.writer) return;
     const path = this.options.path;
     await this.prepareDirectory(path);
+    await this.refuseHollowStart(path);
 
     let writer: SqliteConnection;
     try {
@@ -122,7 +125,10 @@ export class SQLiteStateStore implements StateStore {
     try {
       writer.setBusyTimeout(this.busyTimeoutMs);
       await this.checkIntegrity(writer);
-      await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.synchronous.toUpperCase()};`);
+      // Small pages for new databases: a commit writes every page it touches to the WAL
+      // (a row, a history row, its index entries), so 1 KiB pages write a quarter of the
+      // bytes of the 4 KiB default on the controller's flash. No effect on existing files.
+      await writer.exec(`PRAGMA page_size = ${PAGE_SIZE}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.synchronous.toUpperCase()};`);
       const journal = await writer.get<{ journal_mode: string }>("PRAGMA journal_mode");
       if (journal?.journal_mode !== "wal") {
         throw new StoreOpenError(`state database ${path} cannot use WAL journaling (got ${journal?.journal_mode})`);
@@ -290,8 +296,14 @@ export class SQLiteStateStore implements StateStore {
         );
       }
       if (clauses.length === 0) return removed;
+      // The newest row stays: without AUTOINCREMENT, deleting it would let its id be
+      // handed out again and a reader's `after` cursor would skip the new entry.
       const changes = await this.exclusive(async (writer) =>
-        (await writer.run(`DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE ${clauses.join(" OR ")} LIMIT ${chunk})`)).changes,
+        (
+          await writer.run(
+            `DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE (${clauses.join(" OR ")}) AND id < (SELECT max(id) FROM state_history) LIMIT ${chunk})`,
+          )
+        ).changes,
       );
       removed += changes;
       if (changes < chunk) return removed;
@@ -431,9 +443,9 @@ export class SQLiteStateStore implements StateStore {
         const ops = batch.flatMap((w) => w.ops);
         const started = performance.now();
         // A throwing observer must never turn a committed batch into a rejected one.
-        const report = (ok: boolean) => {
+        const report = (ok: boolean, error?: StoreWriteError) => {
           try {
-            this.options.onCommit?.({ writes: batch.length, ops: ops.length, durationMs: performance.now() - started, ok });
+            this.options.onCommit?.({ writes: batch.length, ops: ops.length, durationMs: performance.now() - started, ok, error });
           } catch (err) {
             this.options.log?.warn({ err: errorMessage(err) }, "commit observer failed");
           }
@@ -449,9 +461,9 @@ export class SQLiteStateStore implements StateStore {
           this.options.log?.error({ err: errorMessage(err), keys: keys.slice(0, 20), count: ops.length }, "state commit failed");
           const failure = new StoreWriteError(
             `could not commit ${ops.length} write(s) to ${this.options.path}: ${errorMessage(err)}`,
-            { cause: err },
+            { cause: err, failure: writeFailureOf(err) },
           );
-          report(false);
+          report(false, failure);
           for (const write of batch) write.reject(failure);
         }
       }
@@ -466,8 +478,14 @@ export class SQLiteStateStore implements StateStore {
     try {
       await writer.exec(batchSql(ops, this.now(), this.withHistory));
     } catch (err) {
-      // A failed statement leaves the transaction open; without one ROLLBACK just errors.
-      await writer.exec("ROLLBACK").catch(() => undefined);
+      // A failed statement leaves the transaction open; a failed COMMIT (FULL, IOERR) may
+      // already have rolled it back, and then ROLLBACK only reports that there is none.
+      await writer.exec("ROLLBACK").catch((rollbackErr: unknown) => {
+        const message = errorMessage(rollbackErr);
+        if (!message.includes("no transaction is active")) {
+          this.options.log?.error({ err: message }, "rollback after a failed commit failed");
+        }
+      });
       throw err;
     }
   }
@@ -546,6 +564,31 @@ export class SQLiteStateStore implements StateStore {
     }
   }
 
+  /**
+   * SQLite opens a 0-byte file as an empty database, and deletes a WAL it finds without
+   * its database: either way the bridge would start empty, and the WAL (perhaps the only
+   * copy of recent changes) would be gone. SQLite's own writes leave neither (a new
+   * database gets page 1 before any WAL frame), so both are damage. A database missing
+   * where a damaged one was moved aside is refused as well, or the restart that follows
+   * a refusal would start empty.
+   */
+  private async refuseHollowStart(path: string): Promise<void> {
+    const size = await fileSize(path);
+    if (size === 0) throw await this.quarantine("the file is empty, 0 bytes");
+    if (size !== null) return;
+    const wal = await fileSize(`${path}-wal`);
+    if (wal !== null) throw await this.quarantine(`found its write-ahead log, ${wal} bytes, without the database file`);
+    const prefix = `${basename(path)}.corrupt.`;
+    const aside = (await readdir(dirname(path))).filter((name) => name.startsWith(prefix)).sort();
+    const newest = aside[aside.length - 1];
+    if (newest === undefined) return;
+    throw new StoreCorruptError(
+      `state database ${path} is missing and a damaged one was moved aside (${aside.map((n) => join(dirname(path), n)).join(", ")}). ` +
+        "Restore a backup to that path, or remove the damaged files to start with empty state.",
+      join(dirname(path), newest),
+    );
+  }
+
   private async checkIntegrity(writer: SqliteConnection): Promise<void> {
     const rows = await writer.all<{ integrity_check: string }>("PRAGMA integrity_check");
     const problems = rows.map((r) => r.integrity_check).filter((r) => r !== "ok");
@@ -559,16 +602,32 @@ export class SQLiteStateStore implements StateStore {
     const path = this.options.path;
     const stamp = new Date(this.now()).toISOString().replace(/[:.]/g, "-");
     const target = `${path}.corrupt.${stamp}`;
+    const moved: string[] = [];
     for (const suffix of ["", "-wal", "-shm"]) {
-      await rename(path + suffix, target + suffix).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      });
+      await rename(path + suffix, target + suffix).then(
+        () => moved.push(target + suffix),
+        (err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        },
+      );
     }
-    this.options.log?.error({ path, quarantinedTo: target }, "state database is damaged; moved aside");
+    // A WAL found without its database is what was kept.
+    const aside = moved[0] ?? target;
+    this.options.log?.error({ path, quarantinedTo: aside }, "state database is damaged; moved aside");
     return new StoreCorruptError(
-      `state database ${path} is damaged (${reason}); it was moved to ${target}. ` +
+      `state database ${path} is damaged (${reason}); it was moved to ${aside}. ` +
         "Restore a backup to that path or remove it to start with empty state.",
-      target,
+      aside,
     );
+  }
+}
+
+/** Size of the file at `path`; null when there is none. */
+async function fileSize(path: string): Promise<number | null> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new StoreOpenError(`cannot check ${path}: ${errorMessage(err)}`, { cause: err });
   }
 }

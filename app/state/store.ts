@@ -130,8 +130,21 @@ export class StoreCorruptError extends StateStoreError {
   }
 }
 
+/**
+ * Why storage refused a write: `full` (no space; recovers once space is freed),
+ * `read_only` and `io` (the file system or device failed), `other` (anything else).
+ */
+export type WriteFailure = "full" | "read_only" | "io" | "other";
+
 /** A write could not be committed; the value was not stored. */
-export class StoreWriteError extends StateStoreError {}
+export class StoreWriteError extends StateStoreError {
+  readonly failure: WriteFailure;
+
+  constructor(message: string, options?: { cause?: unknown; failure?: WriteFailure }) {
+    super(message, options);
+    this.failure = options?.failure ?? "other";
+  }
+}
 
 /** The store is closed (or not yet initialized). */
 export class StoreClosedError extends StateStoreError {}

@@ -1,4 +1,4 @@
-import { open, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -11,21 +11,12 @@ import {
 } from "../../app/state/backups.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { StoreCorruptError } from "../../app/state/store.js";
+import { damage } from "../helpers/db-files.js";
 import { captureLogger, tempDir } from "../helpers/fixtures.js";
 import { readRows, readStoredValue } from "../helpers/sqlite.js";
 
 const GROUP = Array.from({ length: 10 }, (_, i) => `group:${i}`);
 const SECRET = "s3cr3t-state-value";
-
-/** Overwrites `length` bytes at `offset` with garbage, as a failing disk would. */
-async function corrupt(path: string, offset: number, length: number): Promise<void> {
-  const handle = await open(path, "r+");
-  try {
-    await handle.write(Buffer.alloc(length, 0xa5), 0, length, offset);
-  } finally {
-    await handle.close();
-  }
-}
 
 async function writeDb(path: string, values: Record<string, Record<string, string | number | boolean>>): Promise<void> {
   const store = new SQLiteStateStore({ path });
@@ -110,7 +101,7 @@ describe("backups against a live database", () => {
     const backup = await manager.create("scheduled");
     await store.close();
 
-    await corrupt(dbPath, 0, 100);
+    await damage(dbPath, 0, 100);
     const damaged = new SQLiteStateStore({ path: dbPath, log });
     const err = await damaged.initialize().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreCorruptError);
@@ -145,7 +136,7 @@ describe("backups against a live database", () => {
       ["the state_store table's page", 4096, 4096],
     ])("skips a backup with %s overwritten in favour of an older good one", async (_what, offset, length) => {
       const { older, newer } = await twoBackups();
-      await corrupt(newer.path, offset, length);
+      await damage(newer.path, offset, length);
       const { log, lines } = captureLogger();
 
       const restored = await restoreNewestBackup({ dbPath, dir: backupDir, log });
@@ -180,8 +171,8 @@ describe("backups against a live database", () => {
       expect(await restoreNewestBackup({ dbPath, dir: backupDir, log })).toBeNull();
 
       const { older, newer } = await twoBackups();
-      await corrupt(older.path, 0, 100);
-      await corrupt(newer.path, 0, 100);
+      await damage(older.path, 0, 100);
+      await damage(newer.path, 0, 100);
       expect(await restoreNewestBackup({ dbPath, dir: backupDir, log })).toBeNull();
       await expect(stat(dbPath)).rejects.toMatchObject({ code: "ENOENT" });
     });
@@ -245,7 +236,7 @@ describe("backups against a live database", () => {
     });
 
     it("rejects an unusable backup and keeps the existing database in place even with replace", async () => {
-      await corrupt(backup.path, 0, 100);
+      await damage(backup.path, 0, 100);
       const { log } = captureLogger();
       const err = await restoreBackupFile({ dbPath, backupPath: backup.path, log, replace: true }).catch(
         (e: unknown) => e,

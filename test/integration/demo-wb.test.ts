@@ -7,12 +7,11 @@ import { startApp, type RunningApp } from "../helpers/app.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { mosquittoAvailable, PrivateMosquitto } from "../helpers/mosquitto.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
+import { retainedSnapshot, type Retained } from "../helpers/retained.js";
 import { readStoredValue } from "../helpers/sqlite.js";
 
 const demoConfigDir = join(import.meta.dirname, "../../config");
 const goldenFile = join(import.meta.dirname, "../golden/demo-wb-topics.json");
-
-type Retained = Array<[string, string]>;
 
 /** The demo config on the given broker, with its database in `dir`. */
 async function demoConfig(dir: string, brokerUrl: string): Promise<AppConfig> {
@@ -21,25 +20,6 @@ async function demoConfig(dir: string, brokerUrl: string): Promise<AppConfig> {
     env: { STATE_PATH: join(dir, "demo.db"), MQTT_URL: brokerUrl, HTTP_PORT: "0" },
     cwd: dir,
   });
-}
-
-/**
- * The last payload of every topic under /devices/ as one subscriber sees it, sorted:
- * retained messages sent on subscribing, or live ones when the bridge is still
- * republishing (right after a broker restart). Waits until `expectedCount` topics are in.
- */
-async function retainedSnapshot(url: string, expectedCount: number): Promise<Retained> {
-  const client = await TestMqttClient.connect(url);
-  // An empty payload deletes a retained topic: it is not part of what the broker keeps.
-  const topics = () =>
-    new Map([...new Map(client.received.map((m) => [m.topic, m.payload]))].filter(([, payload]) => payload !== ""));
-  try {
-    await client.subscribe("/devices/#");
-    await client.waitFor("/devices/#", () => topics().size >= expectedCount, 10_000).catch(() => undefined);
-    return [...topics().entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  } finally {
-    await client.close();
-  }
 }
 
 async function golden(): Promise<Retained> {

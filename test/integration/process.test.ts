@@ -1,74 +1,18 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
+import { runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 
-const repoRoot = join(import.meta.dirname, "../..");
 const DEVICES = Array.from({ length: 10 }, (_, i) => `dev${i}`);
-
-interface Child {
-  proc: ChildProcess;
-  url: string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  output: string[];
-}
-
-/** Starts the real entry point (`app/main.ts` under tsx) and resolves once it listens. */
-async function startBridge(env: Record<string, string>): Promise<Child> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
-    cwd: repoRoot,
-    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const output: string[] = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  proc.stderr?.on("data", (d: Buffer) => output.push(d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: proc.stdout! });
-    lines.on("line", (line) => {
-      output.push(line);
-      if (line.includes('"wb-bridge listening"')) resolve((JSON.parse(line) as { address: string }).address);
-    });
-    void exited.then(({ code }) => reject(new Error(`bridge exited with ${code} before listening:\n${output.join("\n")}`)));
-  });
-  return { proc, url, exited, output };
-}
-
-/** Runs the entry point expecting it to stop by itself (a failed start). */
-async function runToExit(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
-    cwd: repoRoot,
-    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
-  return { code, stderr };
-}
-
-async function setVolume(url: string, device: string, level: number): Promise<void> {
-  const res = await fetch(`${url}/devices/${device}/action`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ action: "volume", params: { level } }),
-  });
-  if (res.status !== 200) throw new Error(`action failed: ${res.status} ${await res.text()}`);
-  const body = (await res.json()) as { state: { volume: number } };
-  if (body.state.volume !== level) throw new Error(`acknowledged ${body.state.volume}, sent ${level}`);
-}
 
 describe("the real process", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let broker: EmbeddedBroker;
   let env: Record<string, string>;
-  const children: Child[] = [];
+  const children: BridgeChild[] = [];
 
   beforeEach(async () => {
     dir = await tempDir();

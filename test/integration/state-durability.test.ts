@@ -1,44 +1,19 @@
-import { createHash } from "node:crypto";
-import { open, readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { AppConfig, Env } from "../../app/config/loader.js";
+import type { Env } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { buildApp } from "../../app/server.js";
 import { ConfigError } from "../../app/shared/errors.js";
 import { fernetDecrypt, fernetEncrypt, generateFernetKey } from "../../app/state/fernet.js";
 import { StoreCorruptError, StoreOpenError, StoreWriteError } from "../../app/state/store.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
-import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
+import { failedStart, startApp, type RunningApp } from "../helpers/app.js";
+import { damage, sha256 } from "../helpers/db-files.js";
+import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { readRows } from "../helpers/sqlite.js";
 
 const MARKER = "PLAINTEXT-MARKER-7f3a9c";
-
-async function sha256(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
-}
-
-/** Overwrites `length` bytes at `offset` with garbage, as a failing disk would. */
-async function damage(path: string, offset: number, length: number): Promise<void> {
-  const handle = await open(path, "r+");
-  try {
-    await handle.write(Buffer.alloc(length, 0xa5), 0, length, offset);
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Builds the bridge and expects its start to fail; returns the error and the log lines. */
-async function failedStart(config: AppConfig): Promise<{ err: unknown; logs: string[] }> {
-  const { log, lines } = captureLogger("debug");
-  const app = await buildApp(config, { logger: log });
-  const err = await app.ready().then(() => null, (e: unknown) => e);
-  expect(err).not.toBeNull();
-  expect(app.bridge.phase).toBe("failed");
-  expect(app.bridge.isStoreOpen).toBe(false);
-  return { err, logs: lines };
-}
 
 describe("state durability (real SQLite file, aedes, Fastify inject)", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;

@@ -10,6 +10,7 @@ import {
   StoreOpenError,
   StoreWriteError,
 } from "../../app/state/store.js";
+import { readRows } from "../helpers/sqlite.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { describeStoreContract } from "./store-contract.js";
 
@@ -58,6 +59,32 @@ describe("SQLiteStateStore", () => {
     expect(rows).toHaveLength(1);
     expect(JSON.parse(rows[0]?.value ?? "")).toEqual({ v: 1 });
     expect(rows[0]?.updated_at).toBeGreaterThan(0);
+  });
+
+  it("creates new databases with 1 KiB pages and only the history index that reads need", async () => {
+    const store = new SQLiteStateStore({ path });
+    await store.initialize();
+    await store.set("device:a", { v: 1 });
+    await store.close();
+    const [page] = await readRows(path, "PRAGMA page_size");
+    const indexes = await readRows(path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'state_history'");
+    const [history] = await readRows(path, "SELECT sql FROM sqlite_master WHERE name = 'state_history'");
+    expect(page?.page_size).toBe(1024);
+    expect(indexes.map((i) => i.name)).toEqual(["state_history_key"]);
+    expect(String(history?.sql)).not.toMatch(/AUTOINCREMENT/);
+  });
+
+  it("drops the old per-transition and per-time history indexes from an existing database", async () => {
+    const store = new SQLiteStateStore({ path });
+    await store.initialize();
+    await store.close();
+    await readRows(path, "CREATE INDEX state_history_at ON state_history (at)");
+    await readRows(path, "CREATE INDEX state_history_transition ON state_history (transition, id)");
+    const reopened = new SQLiteStateStore({ path });
+    await reopened.initialize();
+    await reopened.close();
+    const indexes = await readRows(path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'state_history'");
+    expect(indexes.map((i) => i.name)).toEqual(["state_history_key"]);
   });
 
   it("resolves each concurrent set only once its row is committed (seen by a second connection)", async () => {

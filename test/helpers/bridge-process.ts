@@ -1,0 +1,79 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+export const repoRoot = join(import.meta.dirname, "../..");
+
+export interface BridgeChild {
+  proc: ChildProcess;
+  /** `http://127.0.0.1:<port>`, from the "wb-bridge listening" log line. */
+  url: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** stdout lines and stderr chunks, in arrival order. */
+  output: string[];
+}
+
+/** The real entry point under tsx, as a supervisor would start it; HTTP on an ephemeral loopback port. */
+function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore"): ChildProcess {
+  return spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", ...(stdout === "pipe" ? { LOG_LEVEL: "info" } : {}) },
+    stdio: ["ignore", stdout, "pipe"],
+  });
+}
+
+/**
+ * Starts `app/main.ts` and resolves once it listens. Rejects with everything it printed
+ * when it exits first or does not listen within `timeoutMs` (it is then killed).
+ */
+export async function startBridge(env: Record<string, string>, timeoutMs = 20_000): Promise<BridgeChild> {
+  const proc = spawnEntryPoint(env, "pipe");
+  const output: string[] = [];
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  proc.stderr?.on("data", (d: Buffer) => output.push(d.toString()));
+  const lines = createInterface({ input: proc.stdout! });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      lines.on("line", (line) => {
+        output.push(line);
+        if (line.includes('"wb-bridge listening"')) resolve((JSON.parse(line) as { address: string }).address);
+      });
+      void exited.then(({ code, signal }) =>
+        reject(new Error(`bridge exited (${code ?? signal}) before listening:\n${output.join("\n")}`)),
+      );
+      timer = setTimeout(() => {
+        proc.kill("SIGKILL");
+        reject(new Error(`bridge did not listen within ${timeoutMs} ms:\n${output.join("\n")}`));
+      }, timeoutMs);
+    });
+    return { proc, url, exited, output };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs the entry point expecting it to stop by itself (a failed start). */
+export async function runToExit(env: Record<string, string>, timeoutMs = 20_000): Promise<{ code: number | null; stderr: string }> {
+  const proc = spawnEntryPoint(env, "ignore");
+  let stderr = "";
+  proc.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => proc.once("exit", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stderr };
+}
+
+/** POST /devices/:id/action `volume`; resolves once the bridge acknowledged exactly `level`. */
+export async function setVolume(url: string, device: string, level: number): Promise<void> {
+  const res = await fetch(`${url}/devices/${device}/action`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ action: "volume", params: { level } }),
+  });
+  if (res.status !== 200) throw new Error(`action failed: ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { state: { volume: number } };
+  if (body.state.volume !== level) throw new Error(`acknowledged ${body.state.volume}, sent ${level}`);
+}
