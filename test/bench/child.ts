@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
-const repoRoot = join(import.meta.dirname, "../..");
+export const repoRoot = join(import.meta.dirname, "../..");
 
 /** Variables the bridge reads that must not leak from the calling shell into a bench child. */
 const BRIDGE_ENV = ["CONFIG_DIR", "STATE_PATH", "MQTT_URL", "HTTP_HOST", "HTTP_PORT", "LOG_LEVEL", "BACKUP_INTERVAL", "STATE_ENCRYPTION_KEY"];
@@ -43,9 +43,10 @@ export class ChildUnderTest {
     this.exited = new Promise((resolve) => proc.once("exit", (code) => resolve(code)));
   }
 
-  /** Runs a TypeScript entry point (relative to the repo) under tsx, exactly as `npm start` does. */
+  /** Runs an entry point relative to the repo: a `.ts` file under tsx, a `.js` file as it is. */
   static start(entry: string, env: Record<string, string>, nodeArgs: readonly string[] = []): ChildUnderTest {
-    const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", entry], {
+    const loader = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
+    const proc = spawn(process.execPath, [...nodeArgs, ...loader, entry], {
       cwd: repoRoot,
       env: { ...inheritedEnv(), ...env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -7,7 +7,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
+import { buildBridge, startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
 import { benchBrokerRoundTrip, startEchoBroker } from "./broker-rtt.js";
 import type { LoopResult } from "./closed-loop.js";
 import { benchDurableActions, type LoadSettings } from "./durable.js";
@@ -48,6 +48,7 @@ async function main(): Promise<void> {
   const load = (clients: number): LoadSettings => ({ clients, warmupMs: s.warmupMs, measureMs: s.measureMs, opTimeoutMs: s.opTimeoutMs });
   const rows: Row[] = [];
   log(`wb-bridge bench: ${describeHost()}`);
+  buildBridge();
   log(`temp dir ${root}; load phases ${s.warmupMs / 1000} s warm-up + ${s.measureMs / 1000} s measured`);
   try {
     log("\n[baseline] SQLite, synchronous=FULL, WAL: one awaited set() (value + history row) per transaction");

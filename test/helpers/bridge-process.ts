@@ -13,9 +13,14 @@ export interface BridgeChild {
   output: string[];
 }
 
-/** The real entry point under tsx, as a supervisor would start it; HTTP on an ephemeral loopback port. */
-function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore"): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", "app/main.ts"], {
+/** The source entry point under tsx. */
+export const SOURCE_ENTRY = ["--import", "tsx", "app/main.ts"] as const;
+/** What `npm start`, the systemd unit and the image run, after `npm run build`. */
+export const BUNDLE_ENTRY = ["--max-semi-space-size=2", "--optimize-for-size", "dist/wb-bridge.js"] as const;
+
+/** The real entry point, as a supervisor would start it; HTTP on an ephemeral loopback port. */
+function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore", entry: readonly string[] = SOURCE_ENTRY): ChildProcess {
+  return spawn(process.execPath, [...entry], {
     cwd: repoRoot,
     env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", ...(stdout === "pipe" ? { LOG_LEVEL: "info" } : {}) },
     stdio: ["ignore", stdout, "pipe"],
@@ -26,8 +31,12 @@ function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore")
  * Starts `app/main.ts` and resolves once it listens. Rejects with everything it printed
  * when it exits first or does not listen within `timeoutMs` (it is then killed).
  */
-export async function startBridge(env: Record<string, string>, timeoutMs = 20_000): Promise<BridgeChild> {
-  const proc = spawnEntryPoint(env, "pipe");
+export async function startBridge(
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+  entry: readonly string[] = SOURCE_ENTRY,
+): Promise<BridgeChild> {
+  const proc = spawnEntryPoint(env, "pipe", entry);
   const output: string[] = [];
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once("exit", (code, signal) => resolve({ code, signal })),

@@ -1,8 +1,9 @@
+import { execFileSync } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
+import { BUNDLE_ENTRY, repoRoot, runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 
@@ -82,10 +83,15 @@ describe("the real process", () => {
     const wal = await stat(`${env.STATE_PATH}-wal`).catch(() => null);
     expect(wal === null || wal.size === 0).toBe(true);
 
-    const again = await startBridge(env);
+    // The restart runs what `npm start` runs: the bundle built from this source.
+    execFileSync("npm", ["run", "-s", "build"], { cwd: repoRoot, stdio: "pipe" });
+    const again = await startBridge(env, 20_000, BUNDLE_ENTRY);
     children.push(again);
     const res = await fetch(`${again.url}/devices/dev9/state`);
     expect(((await res.json()) as { state: { volume: number } }).state.volume).toBe(59);
+    await setVolume(again.url, "dev9", 60);
+    again.proc.kill("SIGTERM");
+    expect(await again.exited).toEqual({ code: 0, signal: null });
   });
 
   it("exits 2 naming file and field when the configuration is bad", async () => {
