@@ -28,7 +28,12 @@ function title(en: string | undefined, override: ControlOverride | undefined): W
 
 /** Drops undefined members so the published JSON holds only what is set. */
 function compact(meta: WbControlMeta): WbControlMeta {
-  return Object.fromEntries(Object.entries(meta).filter(([, v]) => v !== undefined)) as unknown as WbControlMeta;
+  // A plain loop: every control of every device passes here at start, and the
+  // entries/filter/fromEntries arrays were a measurable share of restoring 10,000.
+  const source = meta as unknown as Record<string, unknown>;
+  const kept: Record<string, unknown> = {};
+  for (const key in source) if (source[key] !== undefined) kept[key] = source[key];
+  return kept as unknown as WbControlMeta;
 }
 
 function applyOverride(meta: WbControlMeta, override: ControlOverride | undefined): WbControlMeta {

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import type { DeviceDefinition } from "../config/device.js";
+import type { DeviceDefinition, ParamSpec } from "../config/device.js";
 import type { z } from "zod";
 import { paramsSchema } from "../config/params.js";
 import type { ParamValues } from "../config/scenario.js";
@@ -9,11 +9,11 @@ import type { EventSink } from "../shared/event-bus.js";
 import { AppError, BadRequestError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
-import type { StateService } from "../state/service.js";
+import type { ReadResult, StateService } from "../state/service.js";
 import { deriveControls, type DeviceControl } from "./controls.js";
-import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverRegistry } from "./driver.js";
+import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverMqtt, type DriverRegistry } from "./driver.js";
 import type { ActionFailedEvent, ChangeSource, DeviceReachabilityEvent, DeviceStateEvent } from "./events.js";
-import { deviceKey, deviceRecordSchema } from "./record.js";
+import { deviceKey, deviceRecordSchema, storedDeviceRecordSchema, type DeviceRecord } from "./record.js";
 
 export interface DeviceEvents extends Record<string, unknown> {
   "device.state": DeviceStateEvent;
@@ -78,6 +78,11 @@ export class DeviceManager {
   private accepting = false;
   private timings: { restoreMs: number } | null = null;
   private stopStateListener: (() => void) | null = null;
+  /** Nothing in it depends on the device, so all drivers share one instead of 10,000 copies. */
+  private readonly driverMqtt: DriverMqtt = {
+    publish: (topic, payload, options) => this.deps.mqtt.publish(topic, payload, options),
+    subscribe: (filter, handler) => this.deps.mqtt.subscribe(filter, handler),
+  };
 
   constructor(private readonly deps: DeviceManagerDeps) {
     this.log = deps.log.child({ module: "devices" });
@@ -87,7 +92,19 @@ export class DeviceManager {
   async initialize(): Promise<void> {
     if (this.accepting) return;
     const started = performance.now();
-    const stored = await this.deps.state.readAll("device:", deviceRecordSchema);
+    const stored = await this.deps.state.readAll("device:", storedDeviceRecordSchema);
+    // Building a zod schema costs far more than using one, and devices of a kind declare
+    // the same params: one immutable schema per distinct declaration serves them all.
+    const compiled = new Map<string, z.ZodType<ParamValues>>();
+    const schemaFor = (specs: readonly ParamSpec[]): z.ZodType<ParamValues> => {
+      const signature = JSON.stringify(specs);
+      let schema = compiled.get(signature);
+      if (!schema) {
+        schema = paramsSchema(specs);
+        compiled.set(signature, schema);
+      }
+      return schema;
+    };
     let restoredCount = 0;
     for (const definition of this.deps.devices) {
       const id = definition.device_id;
@@ -101,15 +118,16 @@ export class DeviceManager {
         definition,
         driver,
         controls: deriveControls(definition, driver.controls()),
-        params: new Map(Object.entries(definition.commands).map(([name, c]) => [name, paramsSchema(c.params)])),
+        params: new Map(Object.entries(definition.commands).map(([name, c]) => [name, schemaFor(c.params)])),
         state: restored?.state ?? driver.defaultState(),
         updatedAt: restored?.updatedAt ?? null,
         reachable: true,
       });
     }
     for (const [id, device] of this.devices) {
+      if (!device.driver.setup) continue;
       try {
-        await device.driver.setup?.(device.state);
+        await device.driver.setup(device.state);
       } catch (err) {
         this.log.error({ device: id, err: errorMessage(err) }, "driver setup failed");
       }
@@ -293,23 +311,41 @@ export class DeviceManager {
     this.deps.bus.emit("action.failed", { deviceId: id, action, source, code, message: errorMessage(err), unreachable });
   }
 
+  /**
+   * One context per device, built at start for every device: its methods forward to
+   * functions the manager makes once, so a context costs one small object. (Under tsx,
+   * each arrow function stored in a property also costs an Object.defineProperty.)
+   */
   private driverContext(id: string): DriverContext {
+    const parent = this.log;
+    const applyFeedback = this.applyFeedback;
+    const markReachable = this.markReachable;
+    let log: Logger | null = null;
     return {
-      log: this.log.child({ device: id }),
-      mqtt: {
-        publish: (topic, payload, options) => this.deps.mqtt.publish(topic, payload, options),
-        subscribe: (filter, handler) => this.deps.mqtt.subscribe(filter, handler),
+      // Made on first use: a pino child per device is a large part of a 10,000-device
+      // start, and most drivers never log.
+      get log() {
+        return (log ??= parent.child({ device: id }));
       },
-      report: (change) => {
-        const device = this.devices.get(id);
-        if (!device) return;
-        this.queue.run(id, () => this.commit(id, device, change, "device")).catch((err: unknown) => {
-          this.log.error({ device: id, err: errorMessage(err) }, "device feedback could not be applied");
-        });
+      mqtt: this.driverMqtt,
+      report(change) {
+        applyFeedback(id, change);
       },
-      setReachable: (reachable) => this.setReachable(id, reachable),
+      setReachable(reachable) {
+        markReachable(id, reachable);
+      },
     };
   }
+
+  private readonly applyFeedback = (id: string, change: Partial<JsonObject>): void => {
+    const device = this.devices.get(id);
+    if (!device) return;
+    this.queue.run(id, () => this.commit(id, device, change, "device")).catch((err: unknown) => {
+      this.log.error({ device: id, err: errorMessage(err) }, "device feedback could not be applied");
+    });
+  };
+
+  private readonly markReachable = (id: string, reachable: boolean): void => this.setReachable(id, reachable);
 
   private setReachable(id: string, reachable: boolean): void {
     const device = this.devices.get(id);
@@ -323,14 +359,15 @@ export class DeviceManager {
     key: string,
     definition: DeviceDefinition,
     driver: DeviceDriver,
-    stored: Awaited<ReturnType<StateService["read"]>> | undefined,
+    stored: ReadResult<DeviceRecord> | undefined,
   ): { state: JsonObject; updatedAt: number | null } | null {
     if (!stored || stored.status === "missing") return null;
     if (stored.status === "invalid") {
       this.log.warn({ key }, "stored device state is unreadable; starting from defaults (row kept)");
       return null;
     }
-    const record = deviceRecordSchema.parse(stored.value);
+    // Already checked against the record schema by readAll; not parsed a second time.
+    const record = stored.value;
     if (record.driver !== definition.driver) {
       this.log.warn({ key, storedDriver: record.driver }, "stored state belongs to another driver; starting from defaults");
       return null;

@@ -130,8 +130,15 @@ export class WbDeviceAdapter {
       return;
     }
     const control = s.controls.find((c) => c.id === target.control);
-    const command = control?.action ? s.definition.commands[control.action] : undefined;
-    if (!control?.action || !command) {
+    if (!control) {
+      // Answered, but neither retained nor tracked: each made-up control name would
+      // otherwise add a retained topic and a flag entry that live forever.
+      this.log.warn({ device: target.device, control: target.control, reason: "no such control" }, "MQTT command rejected");
+      void this.deps.mqtt.publishMany([{ topic: wbTopics.controlError(target.device, target.control), payload: "w", retain: false, qos: 1 }]);
+      return;
+    }
+    const command = control.action ? s.definition.commands[control.action] : undefined;
+    if (!control.action || !command) {
       this.reject(target.device, target.control, `control "${target.control}" accepts no commands`);
       return;
     }

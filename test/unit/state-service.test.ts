@@ -369,6 +369,32 @@ describe("StateService over a real SQLite store", () => {
       expect(await store.history({ key: "profile:new", limit: 10 })).toHaveLength(1);
     });
 
+    it("readAll migrates old entries (written back once), passes current ones untouched, reports newer and invalid ones", async () => {
+      register();
+      await store.write([
+        { key: "profile:a", value: { name: "Anna" }, version: 1 },
+        { key: "profile:b", value: { full_name: "Bob", tags: [] }, version: 3 },
+        { key: "profile:c", value: { display: "From v4" }, version: 4 },
+        { key: "profile:d", value: { full_name: 7, tags: [] }, version: 3 },
+      ]);
+
+      const all = await service.readAll("profile:", profileSchema);
+      expect(Object.fromEntries(all)).toEqual({
+        "profile:a": { status: "ok", value: { full_name: "Anna", tags: ["migrated"] }, updatedAt: t },
+        "profile:b": { status: "ok", value: { full_name: "Bob", tags: [] }, updatedAt: t },
+        "profile:c": { status: "invalid", reason: "newer schema version" },
+        "profile:d": { status: "invalid", reason: expect.stringContaining("full_name") },
+      });
+      expect(await readRows(path, "SELECT key, version FROM state_store ORDER BY key")).toEqual([
+        { key: "profile:a", version: 3 },
+        { key: "profile:b", version: 3 },
+        { key: "profile:c", version: 4 },
+        { key: "profile:d", version: 3 },
+      ]);
+      expect(await store.history({ key: "profile:a", limit: 10 })).toHaveLength(2);
+      for (const key of ["profile:b", "profile:c", "profile:d"]) expect(await store.history({ key, limit: 10 })).toHaveLength(1);
+    });
+
     it("migrates old values that a recovery point puts back", async () => {
       await store.write([{ key: "profile:a", value: { name: "Anna" }, version: 1 }]);
       const points = new RecoveryPoints(service, now);

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DECIMAL_NUMBER } from "../../config/params.js";
 import type { JsonValue } from "../../shared/json.js";
 import type { StateControl } from "../driver.js";
 
@@ -138,7 +139,6 @@ export function writableProblem(spec: FieldValueSpec, value: unknown): string | 
 }
 
 const INTEGER = /^[-+]?\d+$/;
-const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
 /** Wire value (WB text payload or JSON member) -> canonical value; undefined when it does not parse. */
 export function decodeField(spec: FieldValueSpec, wire: JsonValue): Scalar | undefined {
@@ -159,7 +159,7 @@ export function decodeField(spec: FieldValueSpec, wire: JsonValue): Scalar | und
       return text !== null && INTEGER.test(text) ? Number(text) : undefined;
     case "float":
       if (typeof wire === "number") return Number.isFinite(wire) ? wire : undefined;
-      return text !== null && NUMBER.test(text) ? Number(text) : undefined;
+      return text !== null && DECIMAL_NUMBER.test(text) ? Number(text) : undefined;
     case "str":
       return typeof wire === "string" ? wire : String(wire);
     case "enum":

@@ -114,7 +114,8 @@ export const simulatedDriverFactory: DriverFactory = {
       problems.push(...describeIssues(device.file, config.error.issues, ["config"]));
     }
     for (const [name, command] of Object.entries(device.commands)) {
-      if (!(name in COMMANDS)) {
+      // Own keys only: a command named "constructor" or "toString" must not find Object's.
+      if (!Object.hasOwn(COMMANDS, name)) {
         problems.push(`${device.file}: commands.${name}: the simulated driver has no command "${name}" (known: ${Object.keys(COMMANDS).join(", ")})`);
         continue;
       }

@@ -76,7 +76,9 @@ export const wbIrStateSchema = z
 export type WbIrState = z.infer<typeof wbIrStateSchema>;
 
 function roleOf(name: string, spec: IrCommandSpec): IrRole {
-  return spec.role ?? (spec.input !== undefined ? "input" : (ROLE_BY_NAME[name] ?? "plain"));
+  // Own keys only, so that command names like "constructor" do not match Object's members.
+  const byName = Object.hasOwn(ROLE_BY_NAME, name) ? ROLE_BY_NAME[name] : undefined;
+  return spec.role ?? (spec.input !== undefined ? "input" : (byName ?? "plain"));
 }
 
 /** Cross-field checks once config and commands parse; each problem names file and field. */
@@ -94,7 +96,7 @@ function commandProblems(device: DeviceDefinition, config: IrConfig, commands: M
     if (role !== "input" && spec.input !== undefined) {
       problems.push(`${at(name, "input")}: only a command with role "input" selects an input (this one has role "${role}")`);
     }
-    const better = STATE_FIELDS[name];
+    const better = Object.hasOwn(STATE_FIELDS, name) ? STATE_FIELDS[name] : undefined;
     if (better && !(name === "power" && role === "power_toggle")) {
       problems.push(`${at(name)}: "${name}" is the name of a state control; name the command differently (e.g. ${better})`);
     }
