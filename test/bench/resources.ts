@@ -62,16 +62,19 @@ export async function benchDiskWrites(root: string, seconds: number): Promise<Di
   let peer: BenchPeer | null = null;
   try {
     peer = await BenchPeer.connect(bridge.mqttUrl, "bench-disk");
-    const id = bridge.deviceIds[0] as string;
-    const valueTopic = `/devices/${id}/controls/volume`;
-    await peer.subscribe([valueTopic]);
-    let level = Number(await peer.waitForAny(valueTopic, 5000));
+    const topics = bridge.deviceIds.map((id) => `/devices/${id}/controls/volume`);
+    await peer.subscribe(topics);
+    const levels = new Map<string, number>();
+    for (const topic of topics) levels.set(topic, Number(await peer.waitForAny(topic, 5000)));
     const walBytesStart = await sizeOf(`${bridge.dbPath}-wal`);
     const before = await bridge.child.writeBytes();
     const started = Date.now();
     for (let i = 0; i < seconds; i++) {
-      level = (level + 1) % 101;
-      await peer.request(`${valueTopic}/on`, String(level), valueTopic, 5000);
+      // Each action on the next device, as in a house: different rows and pages each time.
+      const topic = topics[i % topics.length] as string;
+      const level = ((levels.get(topic) ?? 0) + 1) % 101;
+      levels.set(topic, level);
+      await peer.request(`${topic}/on`, String(level), topic, 5000);
       // A steady 1/s: the next action starts one second after this one started.
       const next = started + (i + 1) * 1000;
       await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())));

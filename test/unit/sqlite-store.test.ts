@@ -61,7 +61,7 @@ describe("SQLiteStateStore", () => {
     expect(rows[0]?.updated_at).toBeGreaterThan(0);
   });
 
-  it("creates new databases with 1 KiB pages and only the history index that reads need", async () => {
+  it("creates new databases with 512-byte pages and only the history index that reads need", async () => {
     const store = new SQLiteStateStore({ path });
     await store.initialize();
     await store.set("device:a", { v: 1 });
@@ -69,7 +69,7 @@ describe("SQLiteStateStore", () => {
     const [page] = await readRows(path, "PRAGMA page_size");
     const indexes = await readRows(path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'state_history'");
     const [history] = await readRows(path, "SELECT sql FROM sqlite_master WHERE name = 'state_history'");
-    expect(page?.page_size).toBe(1024);
+    expect(page?.page_size).toBe(512);
     expect(indexes.map((i) => i.name)).toEqual(["state_history_key"]);
     expect(String(history?.sql)).not.toMatch(/AUTOINCREMENT/);
   });
