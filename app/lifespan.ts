@@ -94,6 +94,10 @@ export class Bridge {
   private restored: StartupRestore | null = null;
   private storeOpen = false;
   private writeFailure: StorageFailure | null = null;
+  /** Read-only or I/O failures in a row, and when the first of them happened. */
+  private ioFailures: { first: number; count: number } | null = null;
+  private fatalRaised = false;
+  private readonly fatalListeners = new Set<(reason: string) => void>();
   private currentPhase: Phase = "created";
   private readonly log: Logger;
 
@@ -129,6 +133,7 @@ export class Bridge {
           this.writeFailure = info.error
             ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
             : null;
+          this.watchStorage(info.error?.failure ?? null);
         },
       });
     this.store = new InstrumentedStateStore(store, metrics);
@@ -199,6 +204,31 @@ export class Bridge {
   /** Set while the last commit to the database failed (disk full, read-only, I/O error). */
   get storageFailure(): StorageFailure | null {
     return this.writeFailure;
+  }
+
+  /**
+   * Called once when storage has failed for good (DESIGN §3: repeated I/O failure is
+   * fatal). The entry point stops the process with exit 1 so the supervisor restarts it;
+   * the bridge itself only reports.
+   */
+  onFatal(listener: (reason: string) => void): void {
+    this.fatalListeners.add(listener);
+  }
+
+  private watchStorage(failure: WriteFailure | null): void {
+    if (failure !== "io" && failure !== "read_only") {
+      // A full disk clears by itself once space is freed; it is never fatal.
+      this.ioFailures = null;
+      return;
+    }
+    const now = Date.now();
+    this.ioFailures = { first: this.ioFailures?.first ?? now, count: (this.ioFailures?.count ?? 0) + 1 };
+    const limitMs = this.config.system.persistence.io_failure_exit_ms;
+    if (this.fatalRaised || limitMs === 0 || this.ioFailures.count < 3 || now - this.ioFailures.first < limitMs) return;
+    this.fatalRaised = true;
+    const reason = `state store: every commit failed (${failure}) for ${now - this.ioFailures.first} ms, ${this.ioFailures.count} in a row`;
+    this.log.fatal({ failure, failed_commits: this.ioFailures.count, since: new Date(this.ioFailures.first).toISOString() }, "storage keeps failing: stopping");
+    for (const listener of this.fatalListeners) listener(reason);
   }
 
   get embeddedBroker(): EmbeddedBroker | null {

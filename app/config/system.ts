@@ -69,6 +69,12 @@ export const persistenceConfigSchema = z
     db_path: z.string().min(1).default("data/state_store.db"),
     synchronous: z.enum(["off", "normal", "full", "extra"]).default("full"),
     busy_timeout_ms: z.number().int().min(0).max(600_000).default(5000),
+    /**
+     * How long every commit may keep failing with a read-only or I/O error (at least three
+     * in a row) before the bridge stops, exit 1, for its supervisor to restart it (0 never).
+     * A full disk never stops it: writes resume once space is freed.
+     */
+    io_failure_exit_ms: z.number().int().min(0).max(86_400_000).default(30_000),
     max_value_bytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
     backups: backupConfigSchema.prefault({}),
     encryption: encryptionConfigSchema.prefault({}),

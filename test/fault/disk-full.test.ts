@@ -71,7 +71,8 @@ describe("storage faults under a running bridge", () => {
       system: {
         mqtt: { client_id: `fault-disk-${process.pid}-${Math.random().toString(16).slice(2)}`, reconnect_min_ms: 100 },
         // Backups elsewhere and off: only the bridge's own writes touch the scratch file system.
-        persistence: { db_path: dbPath, backups: { interval_s: 0, dir: join(dir.path, "backups") } },
+        // io_failure_exit_ms 1: three failed commits in a row are enough to give up (fatal).
+        persistence: { db_path: dbPath, backups: { interval_s: 0, dir: join(dir.path, "backups") }, io_failure_exit_ms: 1 },
         logging: { level: "silent" },
         rate_limit: { max: 0 },
       },
@@ -141,6 +142,8 @@ describe("storage faults under a running bridge", () => {
         expect(before.tv).toEqual({ power: true, volume: 31, muted: false, input: "hdmi1" });
         expect(before.amp).toMatchObject({ input: "hdmi2" });
 
+        const fatal: string[] = [];
+        app.bridge.onFatal((reason) => fatal.push(reason));
         const filler = await scratch.fill();
 
         // Concurrent actions share one group-commit transaction; all of its writers fail.
@@ -191,6 +194,10 @@ describe("storage faults under a running bridge", () => {
         // mid-transaction instead: it too must be rolled back, leaving the writer usable.
         const blobs = Array.from({ length: 30 }, (_, i) => ({ key: `note:blob${i}`, value: { pad: `${"y".repeat(100_000)}${i}` } }));
         await expect(app.bridge.store.write(blobs)).rejects.toMatchObject({ failure: "full" });
+
+        // However often it fails, a full disk is never fatal (io_failure_exit_ms is 1 here).
+        for (const level of [81, 82, 83]) expect((await h.action("tv", "volume", { level })).status).toBe(507);
+        expect(fatal).toEqual([]);
 
         // Space comes back: the same writer connection commits again, no restart.
         await scratch.free(filler);
@@ -257,6 +264,8 @@ describe("storage faults under a running bridge", () => {
         expect((await h.action("amp", "volume", { level: 64 })).status).toBe(200);
         const acked = { tv: await h.state("tv"), amp: await h.state("amp") };
 
+        const fatal: string[] = [];
+        app.bridge.onFatal((reason) => fatal.push(reason));
         await scratch.forceReadOnly();
 
         const failed = await Promise.all([
@@ -273,6 +282,11 @@ describe("storage faults under a running bridge", () => {
         // A second round fails the same way: the writer is not stuck in a half-open transaction.
         const again = await h.action("tv", "volume", { level: 95 });
         expect(again.status).toBe(503);
+        // Repeated I/O failure is fatal (DESIGN §3): reported once, however many more commits fail.
+        expect((await h.action("tv", "volume", { level: 96 })).status).toBe(503);
+        expect((await h.action("tv", "volume", { level: 97 })).status).toBe(503);
+        expect(fatal).toHaveLength(1);
+        expect(fatal[0]).toMatch(/state store: every commit failed \((io|read_only)\)/);
 
         expect(await h.state("tv")).toEqual(acked.tv);
         expect(await h.state("amp")).toEqual(acked.amp);
