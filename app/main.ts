@@ -24,7 +24,8 @@ async function main(): Promise<void> {
   const closing = releaseConnectionsOnClose(app);
 
   let stopping = false;
-  const shutdown = (signal: string) => {
+  /** `exitCode` 1 when the bridge stops itself because it cannot go on (its storage failed). */
+  const shutdown = (signal: string, exitCode: 0 | 1 = 0) => {
     if (stopping) {
       logger.warn({ signal }, "already shutting down");
       return;
@@ -41,8 +42,8 @@ async function main(): Promise<void> {
     // commit), the server stops accepting; only then does onClose stop the bridge.
     app.close().then(
       () => {
-        logger.info("wb-bridge exited");
-        process.exit(0);
+        logger.info({ exitCode }, "wb-bridge exited");
+        process.exit(exitCode);
       },
       (err: unknown) => {
         logger.error({ err: errorMessage(err) }, "shutdown failed");
@@ -52,6 +53,10 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
+  app.bridge.onFatal((reason) => {
+    process.stderr.write(`wb-bridge: stopping: ${reason}\n`);
+    shutdown("storage failure", 1);
+  });
 
   try {
     const address = await app.listen({ host: config.system.http.host, port: config.system.http.port });
@@ -73,12 +78,15 @@ async function main(): Promise<void> {
  */
 function releaseConnectionsOnClose(app: FastifyInstance): { start(): void } {
   let active = false;
-  app.addHook("onSend", async (_request, reply, payload) => {
+  // Callback style, not async: these run on every response, and an async onSend hook
+  // would defer each write to a microtask, for a flag that is false until shutdown.
+  app.addHook("onSend", (_request, reply, payload, done) => {
     if (active && !reply.raw.headersSent) reply.header("connection", "close");
-    return payload;
+    done(null, payload);
   });
-  app.addHook("onResponse", async () => {
+  app.addHook("onResponse", (_request, _reply, done) => {
     if (active) setImmediate(() => app.server.closeIdleConnections());
+    done();
   });
   return {
     start: () => {

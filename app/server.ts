@@ -6,6 +6,7 @@ import { registerAuth } from "./http/auth.js";
 import { registerErrorHandlers } from "./http/errors.js";
 import { metricsRoutes } from "./http/metrics.js";
 import { registerOpenApi } from "./http/openapi.js";
+import { answerClientError, answerFrameworkError, limitJsonDepth } from "./http/protocol-errors.js";
 import { registerRateLimit } from "./http/rate-limit.js";
 import { eventsRoutes, type EventsOptions } from "./http/events.js";
 import { scenariosRoutes } from "./http/scenarios.js";
@@ -14,6 +15,7 @@ import { systemRoutes } from "./http/system.js";
 import { Bridge, type BridgeOverrides } from "./lifespan.js";
 import { createLogger, type Logger } from "./observability/logger.js";
 import { echoRequestId, genReqId } from "./observability/request-id.js";
+import { deferRequestLoggers } from "./observability/request-logger.js";
 import { readVersion } from "./version.js";
 
 declare module "fastify" {
@@ -47,7 +49,11 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
     genReqId,
     // State keys in the path may be 200 characters of id plus a namespace.
     routerOptions: { maxParamLength: 512 },
+    // What Node's parser or the router refuses answers in the API's error shape too.
+    clientErrorHandler: answerClientError(logger),
+    frameworkErrors: answerFrameworkError,
   });
+  limitJsonDepth(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.decorate("bridge", bridge);
@@ -59,9 +65,11 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   app.addHook("preClose", async () => {
     closing = true;
   });
-  app.addHook("onRequest", async (_request, reply) => {
-    if (!closing) return;
-    return reply
+  // Callback style, not async: an async hook costs a promise and a microtask on every
+  // request, for a check that is false until shutdown.
+  app.addHook("onRequest", (_request, reply, done) => {
+    if (!closing) return done();
+    reply
       .status(503)
       .header("connection", "close")
       .send({ error: { code: "shutting_down", message: "the bridge is shutting down" } });
@@ -70,6 +78,8 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
   await registerOpenApi(app, bridge.version);
   await registerRateLimit(app, config.system.rate_limit);
   await registerAuth(app, bridge);
+  // After registerAuth, which may install its own factory (token redaction): this defers whichever is in place.
+  app.setChildLoggerFactory(deferRequestLoggers(app.childLoggerFactory));
 
   app.addHook("onReady", async () => {
     await bridge.start();
