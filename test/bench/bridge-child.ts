@@ -13,7 +13,7 @@ export interface BridgeUnderTest {
 
 /** How `npm start`, the systemd unit and the image run the bridge: the bundle, plain node. */
 const ENTRY = "dist/wb-bridge.js";
-const NODE_ARGS = ["--max-semi-space-size=4", "--heap-growing-percent=20"];
+export const NODE_ARGS = ["--max-semi-space-size=8", "--heap-growing-percent=100"];
 
 /** `npm run build`: the bench measures the bundle built from the current source. */
 export function buildBridge(): void {

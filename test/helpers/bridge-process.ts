@@ -16,7 +16,7 @@ export interface BridgeChild {
 /** The source entry point under tsx. */
 export const SOURCE_ENTRY = ["--import", "tsx", "app/main.ts"] as const;
 /** What `npm start`, the systemd unit and the image run, after `npm run build`. */
-export const BUNDLE_ENTRY = ["--max-semi-space-size=4", "--heap-growing-percent=20", "dist/wb-bridge.js"] as const;
+export const BUNDLE_ENTRY = ["--max-semi-space-size=8", "--heap-growing-percent=100", "dist/wb-bridge.js"] as const;
 
 /** The real entry point, as a supervisor would start it; HTTP on an ephemeral loopback port. */
 function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore", entry: readonly string[] = SOURCE_ENTRY): ChildProcess {
