@@ -97,6 +97,8 @@ export class Bridge {
   /** Read-only or I/O failures in a row, and when the first of them happened. */
   private ioFailures: { first: number; count: number } | null = null;
   private fatalRaised = false;
+  /** Successful commits since start; scheduled backups skip when it has not moved. */
+  private committed = 0;
   private readonly fatalListeners = new Set<(reason: string) => void>();
   private currentPhase: Phase = "created";
   private readonly log: Logger;
@@ -134,6 +136,7 @@ export class Bridge {
             ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
             : null;
           this.watchStorage(info.error?.failure ?? null);
+          if (!info.error) this.committed += 1;
         },
       });
     this.store = new InstrumentedStateStore(store, metrics);
@@ -148,6 +151,7 @@ export class Bridge {
           busyTimeoutMs: persistence.busy_timeout_ms,
           log: log.child({ module: "backups" }),
           onResult: (result) => metrics.observeBackup(result),
+          changeCount: () => this.committed,
         });
     this.state = createStateService(this.store, log.child({ module: "state" }), persistence);
     this.recovery = new RecoveryPoints(this.state);

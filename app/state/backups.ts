@@ -72,6 +72,12 @@ export interface BackupManagerOptions {
   schedule?: ScheduleTimer;
   /** Called after every backup attempt (any reason); errors it throws are logged, never propagated. */
   onResult?: (result: BackupResult) => void;
+  /**
+   * A count that grows with every committed change. A scheduled backup is skipped when it
+   * has not moved since the last good backup: on an idle house, copying the unchanged
+   * database every interval would only wear the controller's flash.
+   */
+  changeCount?: () => number;
 }
 
 const BACKUP_NAME = /^state_store-(\d{8}T\d{9}Z)\.db$/;
@@ -100,6 +106,8 @@ export class BackupManager {
   private cancelTimer: (() => void) | null = null;
   private started = false;
   private result: BackupResult | null = null;
+  /** `changeCount()` as it was when the last good backup began. */
+  private backedUpAt: number | null = null;
 
   constructor(private readonly options: BackupManagerOptions) {
     this.dir = resolve(options.dir);
@@ -158,6 +166,12 @@ export class BackupManager {
   /** One scheduled backup; never rejects. The next is armed once this one is done. */
   private async tick(): Promise<void> {
     if (!this.started) return;
+    const changes = this.options.changeCount?.();
+    if (changes !== undefined && changes === this.backedUpAt) {
+      this.options.log.debug({ dir: this.dir }, "scheduled backup skipped: nothing changed since the last one");
+      if (this.started && !this.cancelTimer) this.arm();
+      return;
+    }
     try {
       await this.create("scheduled");
     } catch (err) {
@@ -171,8 +185,11 @@ export class BackupManager {
   private async createNow(reason: BackupReason): Promise<BackupInfo> {
     const startedAt = Date.now();
     const at = this.now().toISOString();
+    // Read before the copy: a change committed while it runs may be missing from it.
+    const changes = this.options.changeCount?.() ?? null;
     try {
       const info = await this.snapshot();
+      this.backedUpAt = changes;
       this.options.log.info(
         { reason, file: info.file, size_bytes: info.size_bytes, duration_ms: Date.now() - startedAt },
         "backup created",

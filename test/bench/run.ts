@@ -13,7 +13,7 @@ import type { LoopResult } from "./closed-loop.js";
 import { benchDurableActions, type LoadSettings } from "./durable.js";
 import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
 import { benchDeviceId } from "./fixture.js";
-import { benchStateReads, startBareHttp } from "./http-read.js";
+import { benchStateReads, startBareHttp, type HttpReadResult } from "./http-read.js";
 import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
@@ -30,6 +30,13 @@ interface Row {
   target: string;
   met: boolean;
 }
+
+const medianRun = (runs: HttpReadResult[]): HttpReadResult =>
+  [...runs].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond)[Math.floor(runs.length / 2)] as HttpReadResult;
+
+const ROUNDS = 3;
+const medianLoop = (runs: LoopResult[]): LoopResult =>
+  [...runs].sort((a, b) => a.perSecond - b.perSecond)[Math.floor(runs.length / 2)] as LoopResult;
 
 const loopLine = (r: LoopResult) => `${fmt(r.perSecond)}/s, p50 ${fmt(r.latency.p50, 3)} ms, p99 ${fmt(r.latency.p99, 3)} ms (${r.operations} ops)`;
 
@@ -68,42 +75,68 @@ async function main(): Promise<void> {
       await echo.child.stop();
     }
 
-    log(`\n[1,2,4] durable actions: MQTT /on -> commit (history, FULL) -> retained value; ${BENCH_DEVICES} devices`);
-    const durable = new Map<number, LoopResult>();
-    const reads = await withBridge(root, "default", { devices: BENCH_DEVICES }, async (bridge) => {
-      for (const clients of [1, ...s.clientCounts]) {
-        durable.set(clients, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients)));
-        log(`  ${clients} client(s): ${loopLine(durable.get(clients) as LoopResult)}`);
+    log(`\n[1,7] durable actions: MQTT /on -> commit (FULL) -> retained value; ${BENCH_DEVICES} devices`);
+    log(`  three bridges (default: history on; no history; encrypted + history), ${ROUNDS} alternating rounds, medians`);
+    const variants = [
+      { name: "default", options: {} },
+      { name: "no-history", options: { history: false } },
+      { name: "encrypted", options: { encryptionKey: generateFernetKey() } },
+    ];
+    const runs = new Map<string, LoopResult[]>();
+    const bridges: BridgeUnderTest[] = [];
+    try {
+      for (const v of variants) bridges.push(await startBridgeChild(root, `variant-${v.name}`, { devices: BENCH_DEVICES, ...v.options }));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const [i, v] of variants.entries()) {
+          const bridge = bridges[i] as BridgeUnderTest;
+          for (const clients of s.clientCounts) {
+            const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients));
+            runs.set(`${v.name}/${clients}`, [...(runs.get(`${v.name}/${clients}`) ?? []), result]);
+            log(`  round ${round + 1}, ${v.name}, ${clients} clients: ${loopLine(result)}`);
+          }
+        }
       }
-      log(`  GET /devices/:id/state, autocannon, ${s.httpConnections} connections, ${s.httpSeconds} s`);
-      return benchStateReads(bridge.httpUrl, bridge.deviceIds, { connections: s.httpConnections, seconds: s.httpSeconds });
-    });
-    log(`    bridge: ${fmt(reads.requestsPerSecond)} req/s, p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`);
+    } finally {
+      for (const b of bridges) await b.child.stop();
+    }
+    const medians = (name: string) => new Map(s.clientCounts.map((c) => [c, medianLoop(runs.get(`${name}/${c}`) ?? [])]));
+    const durable = medians("default");
+    const noHistory = medians("no-history");
+    const encrypted = medians("encrypted");
+
+    log(`\n[2,4] one client (sequential latency), then HTTP reads, on a fresh default bridge`);
     const bareIds = Array.from({ length: BENCH_DEVICES }, (_, i) => benchDeviceId(i));
-    const bareRun = async (nodeArgs: readonly string[]) => {
-      const bare = await startBareHttp(BENCH_DEVICES, nodeArgs);
-      return benchStateReads(bare.url, bareIds, { connections: s.httpConnections, seconds: s.httpSeconds }).finally(() => bare.child.stop());
-    };
+    const readRuns = await withBridge(root, "default", { devices: BENCH_DEVICES }, async (bridge) => {
+      durable.set(1, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(1)));
+      log(`  1 client: ${loopLine(durable.get(1) as LoopResult)}`);
+      // Bridge and baseline alternate, three rounds each, and the medians are compared:
+      // one short run of a fresh process varies by ±20% on a small machine.
+      log(`  GET /devices/:id/state, autocannon, ${s.httpConnections} connections, 3 alternating rounds of ${s.httpSeconds} s`);
+      const bare = await startBareHttp(BENCH_DEVICES, NODE_ARGS);
+      try {
+        const bridgeRuns: HttpReadResult[] = [];
+        const bareRuns: HttpReadResult[] = [];
+        const settings = { connections: s.httpConnections, seconds: s.httpSeconds };
+        for (let round = 0; round < 3; round++) {
+          bridgeRuns.push(await benchStateReads(bridge.httpUrl, bridge.deviceIds, settings));
+          bareRuns.push(await benchStateReads(bare.url, bridge.deviceIds, settings));
+        }
+        return { bridge: medianRun(bridgeRuns), bare: medianRun(bareRuns), all: { bridgeRuns, bareRuns } };
+      } finally {
+        await bare.child.stop();
+      }
+    });
+    const reads = readRuns.bridge;
+    const bareReads = readRuns.bare;
+    const perRound = (runs: HttpReadResult[]) => runs.map((r) => fmt(r.requestsPerSecond, 0)).join(", ");
+    log(`    bridge: median ${fmt(reads.requestsPerSecond)} req/s (${perRound(readRuns.all.bridgeRuns)}), p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`);
     // The baseline runs under the same node flags as the bridge, so the ratio is the
     // bridge's own cost; the default-flags figure shows what the flags cost.
-    const bareReads = await bareRun(NODE_ARGS);
-    log(`    bare Fastify route from a Map, same node flags: ${fmt(bareReads.requestsPerSecond)} req/s, p50 ${bareReads.p50Ms} ms, p99 ${bareReads.p99Ms} ms`);
-    const bareDefault = await bareRun([]);
+    log(`    bare Fastify route from a Map, same node flags: median ${fmt(bareReads.requestsPerSecond)} req/s (${perRound(readRuns.all.bareRuns)})`);
+    const bareDefault = await startBareHttp(BENCH_DEVICES).then((bare) =>
+      benchStateReads(bare.url, bareIds, { connections: s.httpConnections, seconds: s.httpSeconds }).finally(() => bare.child.stop()),
+    );
     log(`    bare Fastify route from a Map, node defaults: ${fmt(bareDefault.requestsPerSecond)} req/s`);
-
-    log("\n[7] the same durable load without history, and with encryption at rest (history on)");
-    const variant = async (name: string, options: { history?: boolean; encryptionKey?: string }) => {
-      const out = new Map<number, LoopResult>();
-      await withBridge(root, name, { devices: BENCH_DEVICES, ...options }, async (bridge) => {
-        for (const clients of s.clientCounts) {
-          out.set(clients, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients)));
-          log(`  ${name}, ${clients} clients: ${loopLine(out.get(clients) as LoopResult)}`);
-        }
-      });
-      return out;
-    };
-    const noHistory = await variant("no-history", { history: false });
-    const encrypted = await variant("encrypted", { encryptionKey: generateFernetKey() });
 
     log(`\n[3] restore at start: ${s.restoreDevices} device states (in-process app.ready())`);
     const restore = await benchRestore(root, s.restoreDevices);

@@ -257,6 +257,29 @@ describe("BackupManager", () => {
       expect(await m.list()).toHaveLength(2);
     });
 
+    it("skips a scheduled backup when nothing was committed since the last good one, and re-arms", async () => {
+      const timer = manualTimer();
+      const results = resultWaiter();
+      let changes = 5;
+      const { m, lines } = manager({ intervalS: 60, schedule: timer.schedule, onResult: results.onResult, changeCount: () => changes });
+      m.start();
+      const first = results.next();
+      timer.armed[0]?.fire();
+      expect(await first).toMatchObject({ ok: true, reason: "scheduled" });
+
+      const rearmed = timer.nextArm();
+      timer.armed[1]?.fire();
+      expect((await rearmed).ms).toBe(60_000);
+      expect(await m.list()).toHaveLength(1);
+      expect(lines.some((l) => l.includes("scheduled backup skipped"))).toBe(true);
+
+      changes += 1;
+      const second = results.next();
+      timer.armed[2]?.fire();
+      expect(await second).toMatchObject({ ok: true, reason: "scheduled" });
+      expect(await m.list()).toHaveLength(2);
+    });
+
     it("does not schedule anything when the interval is 0", async () => {
       const timer = manualTimer();
       const { m } = manager({ intervalS: 0, schedule: timer.schedule });
