@@ -264,10 +264,12 @@ describe("BackupManager", () => {
       const { m, lines } = manager({ intervalS: 60, schedule: timer.schedule, onResult: results.onResult, changeCount: () => changes });
       m.start();
       const first = results.next();
+      let rearmed = timer.nextArm();
       timer.armed[0]?.fire();
       expect(await first).toMatchObject({ ok: true, reason: "scheduled" });
+      await rearmed;
 
-      const rearmed = timer.nextArm();
+      rearmed = timer.nextArm();
       timer.armed[1]?.fire();
       expect((await rearmed).ms).toBe(60_000);
       expect(await m.list()).toHaveLength(1);
