@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { freePort } from "../helpers/ports.js";
+
+export { freePort };
 
 export const repoRoot = join(import.meta.dirname, "../..");
 
@@ -13,15 +15,6 @@ function inheritedEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of BRIDGE_ENV) delete env[name];
   return env;
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!address || typeof address === "string") throw new Error("no free port");
-  return address.port;
 }
 
 /**

@@ -11,6 +11,7 @@ import { overwrite, sha256 } from "../helpers/db-files.js";
 import { simulatedDevice, tempDir, testConfig, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { readRows } from "../helpers/sqlite.js";
+import { mulberry32 } from "../helpers/seeded.js";
 
 /**
  * Damaged, truncated, empty and WAL-only databases at start. Whatever the damage, the
@@ -30,17 +31,6 @@ const TEST_TIMEOUT_MS = 15_000;
 /** A bridge that starts instead of refusing is killed after this (a start takes 1-5 s, by machine load). */
 const PROCESS_TIMEOUT_MS = 12_000;
 
-/** mulberry32, so each damage pattern is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function randomBytes(random: () => number, length: number): Buffer {
   return Buffer.from(Array.from({ length }, () => Math.floor(random() * 256)));
@@ -98,14 +88,14 @@ const PAGE_DAMAGE: Damage[] = [
   {
     what: "page 1: random bytes over the file header (seed 101)",
     apply: async (path) => {
-      const random = prng(101);
+      const random = mulberry32(101);
       await overwrite(path, 0, randomBytes(random, 16 + Math.floor(random() * 84)));
     },
   },
   {
     what: "page 1: random bytes over the schema table's b-tree header and cell pointers (seed 202)",
     apply: async (path, golden) => {
-      const random = prng(202);
+      const random = mulberry32(202);
       const { cells, headerEnd } = await btreeHeader(path, golden, 1);
       await overwrite(path, 100, randomBytes(random, headerEnd - 100 + 2 * cells));
     },
@@ -113,7 +103,7 @@ const PAGE_DAMAGE: Damage[] = [
   {
     what: "a state_store leaf page overwritten entirely with random bytes (seed 303)",
     apply: async (path, golden) => {
-      const random = prng(303);
+      const random = mulberry32(303);
       const page = pick(random, pagesOf(golden, "state_store", "leaf"));
       await overwrite(path, offsetOf(golden, page), randomBytes(random, golden.pageSize));
     },
@@ -121,7 +111,7 @@ const PAGE_DAMAGE: Damage[] = [
   {
     what: "random bytes in the cells of a leaf page of state_store's key index (seed 404)",
     apply: async (path, golden) => {
-      const random = prng(404);
+      const random = mulberry32(404);
       const page = pick(random, pagesOf(golden, "sqlite_autoindex_state_store_1", "leaf"));
       const { contentStart } = await btreeHeader(path, golden, page);
       const length = 48;
@@ -132,7 +122,7 @@ const PAGE_DAMAGE: Damage[] = [
   {
     what: "random bytes over the cell pointers of a state_history leaf page (seed 505)",
     apply: async (path, golden) => {
-      const random = prng(505);
+      const random = mulberry32(505);
       const page = pick(random, pagesOf(golden, "state_history", "leaf"));
       const { cells, headerEnd } = await btreeHeader(path, golden, page);
       await overwrite(path, offsetOf(golden, page) + headerEnd, randomBytes(random, 2 * cells));
@@ -141,7 +131,7 @@ const PAGE_DAMAGE: Damage[] = [
   {
     what: "a page of the state_history_key index overwritten entirely with random bytes (seed 606)",
     apply: async (path, golden) => {
-      const random = prng(606);
+      const random = mulberry32(606);
       const page = pick(random, pagesOf(golden, "state_history_key"));
       await overwrite(path, offsetOf(golden, page), randomBytes(random, golden.pageSize));
     },

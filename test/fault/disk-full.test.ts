@@ -117,6 +117,16 @@ describe("storage faults under a running bridge", () => {
     return rows.map((r) => String(r.new)).join("\n");
   }
 
+  /** The bridge with its database on `mount`, an observer of every control, and a client that sends commands. */
+  async function bridgeWithClients(mount: ScratchMount) {
+    const { config, dbPath } = await bridgeOn(mount.dir);
+    running = await startApp(config);
+    const { app } = running;
+    const observer = await connectClient();
+    await observer.subscribe("/devices/+/controls/#");
+    return { config, dbPath, app, logs: running.logs, h: helpers(app), observer, commander: await connectClient() };
+  }
+
   describe.skipIf(skipTmpfs)("disk full (tmpfs)", () => {
     beforeEach(() => {
       if (tmpfsProblem) throw new Error(`CI is set but the disk-full fault tests cannot run: ${tmpfsProblem}`);
@@ -126,13 +136,7 @@ describe("storage faults under a running bridge", () => {
       "fails actions with 507 storage_full, keeps everything committed, and recovers without a restart once space is freed",
       async () => {
         scratch = await ScratchMount.tmpfs(4096);
-        const { config, dbPath } = await bridgeOn(scratch.dir);
-        running = await startApp(config);
-        const { app } = running;
-        const h = helpers(app);
-        const observer = await connectClient();
-        await observer.subscribe("/devices/+/controls/#");
-        const commander = await connectClient();
+        const { config, dbPath, app, logs, h, observer, commander } = await bridgeWithClients(scratch);
 
         // Acknowledged before the disk fills up.
         expect((await h.action("tv", "volume", { level: 31 })).status).toBe(200);
@@ -212,8 +216,8 @@ describe("storage faults under a running bridge", () => {
         expect(await app.bridge.store.get("note:blob0")).toBeNull();
         await app.bridge.store.write([{ key: "note:after", value: { n: 2 } }]);
         // The failures were logged by key, never with the values.
-        expect(running.logs.some((line) => line.includes("state commit failed") && line.includes("note:blob0"))).toBe(true);
-        expect(running.logs.some((line) => line.includes("yyyyyyyy"))).toBe(false);
+        expect(logs.some((line) => line.includes("state commit failed") && line.includes("note:blob0"))).toBe(true);
+        expect(logs.some((line) => line.includes("yyyyyyyy"))).toBe(false);
         const healthAfter = await h.health();
         expect(healthAfter.status).toBe("ok");
         expect(healthAfter.store.write_error).toBeNull();
@@ -251,13 +255,7 @@ describe("storage faults under a running bridge", () => {
       "fails actions with 503, keeps serving reads, stops cleanly, and has every acknowledged value after repair",
       async () => {
         scratch = await ScratchMount.ext4(16);
-        const { config, dbPath } = await bridgeOn(scratch.dir);
-        running = await startApp(config);
-        const { app } = running;
-        const h = helpers(app);
-        const observer = await connectClient();
-        await observer.subscribe("/devices/+/controls/#");
-        const commander = await connectClient();
+        const { config, dbPath, app, h, observer, commander } = await bridgeWithClients(scratch);
 
         expect((await h.action("tv", "volume", { level: 12 })).status).toBe(200);
         expect((await h.action("amp", "power_on")).status).toBe(200);

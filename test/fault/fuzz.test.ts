@@ -31,32 +31,14 @@ import { startApp } from "../helpers/app.js";
 import { hsToken, SECRET_ENV, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET } from "../helpers/auth.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
+import { mulberry32, seedFromEnv, type Rng } from "../helpers/seeded.js";
 
 // ---------------------------------------------------------------- seeded randomness
 
-function resolveSeed(): number {
-  const fromEnv = process.env.FUZZ_SEED;
-  if (fromEnv === undefined || fromEnv === "") return (Date.now() ^ (process.pid << 12)) >>> 0;
-  const seed = Number(fromEnv);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`FUZZ_SEED must be an unsigned 32-bit integer, got "${fromEnv}"`);
-  return seed;
-}
 
-const SEED = resolveSeed();
+const SEED = seedFromEnv("FUZZ_SEED");
 const REPRODUCE = `FUZZ_SEED=${SEED} npx vitest run test/fault/fuzz.test.ts`;
 
-type Rng = () => number;
-
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One stream per case: a case rebuilds from (seed, category, index) alone, whatever ran before it. */
 function caseRng(category: Category, index: number): Rng {

@@ -6,6 +6,7 @@ import { setVolume, startBridge, type BridgeChild } from "../helpers/bridge-proc
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readRows } from "../helpers/sqlite.js";
+import { mulberry32, seedFromEnv } from "../helpers/seeded.js";
 
 /**
  * kill -9 at a random moment, 20 times over one database (fewer only when the time budget
@@ -33,24 +34,7 @@ const DEVICES = [...HTTP_DEVICES, ...MQTT_DEVICES];
 const DEFAULT_VOLUME = 20;
 const MQTT_ACK_TIMEOUT_MS = 10_000;
 
-function parseSeed(text: string | undefined): number {
-  if (text === undefined || text === "") return Math.floor(Math.random() * 2 ** 32);
-  const seed = Number(text);
-  if (!Number.isInteger(seed) || seed < 0) throw new Error(`KILL9_SEED must be a non-negative integer, got "${text}"`);
-  return seed >>> 0;
-}
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** What a device may hold after a crash: the last acknowledged value, or the one request in flight. */
 interface Track {
@@ -102,8 +86,8 @@ async function checkDatabase(path: string, label: string): Promise<Map<string, n
 }
 
 describe("kill -9 at random moments (real process, one database across rounds)", () => {
-  const seed = parseSeed(process.env.KILL9_SEED);
-  const random = prng(seed);
+  const seed = seedFromEnv("KILL9_SEED");
+  const random = mulberry32(seed);
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let broker: EmbeddedBroker;
   let peer: TestMqttClient;

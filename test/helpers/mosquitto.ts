@@ -1,19 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { createInterface } from "node:readline";
+import { freePort } from "./ports.js";
 
 /** Whether a mosquitto binary can be run here; CI must have one (the tests then fail loudly). */
 export function mosquittoAvailable(): boolean {
   return spawnSync("mosquitto", ["-h"], { stdio: "ignore" }).error === undefined;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!address || typeof address === "string") throw new Error("no free port");
-  return address.port;
 }
 
 /**

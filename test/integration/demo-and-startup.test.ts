@@ -1,4 +1,3 @@
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../app/config/loader.js";
@@ -9,17 +8,9 @@ import { startApp } from "../helpers/app.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readStoredValue } from "../helpers/sqlite.js";
+import { freePort } from "../helpers/ports.js";
 
 const demoConfigDir = join(import.meta.dirname, "../../config");
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!address || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
 
 describe("the demo configuration and start-up conditions", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;

@@ -1,4 +1,3 @@
-import { createServer } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { readiness } from "../../app/http/system.js";
@@ -10,18 +9,7 @@ import { startApp } from "../helpers/app.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { parseMetrics, sampleValue } from "../helpers/prometheus.js";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "../helpers/ports.js";
 
 async function metric(app: FastifyInstance, name: string): Promise<number> {
   return sampleValue(parseMetrics((await app.inject({ url: "/metrics" })).body), name);
