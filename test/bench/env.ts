@@ -43,7 +43,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSetting
     httpConnections: 32,
     memoryDevices: 1000,
     memoryActions: Math.floor(positiveNumber(env, "BENCH_MEMORY_ACTIONS", 100_000, 10_000_000)),
-    ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", 30, 3600)),
+    ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", 180, 3600)),
   };
 }
 
