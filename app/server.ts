@@ -14,7 +14,7 @@ import { stateRoutes } from "./http/state.js";
 import { systemRoutes } from "./http/system.js";
 import { Bridge, type BridgeOverrides } from "./lifespan.js";
 import { createLogger, type Logger } from "./observability/logger.js";
-import { echoRequestId, genReqId } from "./observability/request-id.js";
+import { createGenReqId, echoRequestId } from "./observability/request-id.js";
 import { deferRequestLoggers } from "./observability/request-logger.js";
 import { readVersion } from "./version.js";
 
@@ -46,7 +46,7 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
     return503OnClosing: false,
     // Request ids: the caller's x-request-id when sane, else a UUID; echoed on every response.
     requestIdHeader: false,
-    genReqId,
+    genReqId: createGenReqId(),
     // State keys in the path may be 200 characters of id plus a namespace.
     routerOptions: { maxParamLength: 512 },
     // What Node's parser or the router refuses answers in the API's error shape too.

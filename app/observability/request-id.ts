@@ -25,16 +25,18 @@ export function requestIdSource(): () => string {
   };
 }
 
-const newRequestId = requestIdSource();
-
 /**
- * Fastify's `genReqId`: the caller's `x-request-id` when it is a sane token (so a proxy's
- * id follows the request into our logs), otherwise a new UUID. Never logs raw header text.
+ * Fastify's `genReqId`, one per app (its counter is the app's own): the caller's
+ * `x-request-id` when it is a sane token (so a proxy's id follows the request into our
+ * logs), otherwise a new UUID. Never logs raw header text.
  */
-export function genReqId(req: IncomingMessage): string {
-  const incoming = req.headers[REQUEST_ID_HEADER];
-  const value = Array.isArray(incoming) ? incoming[0] : incoming;
-  return value !== undefined && ACCEPTED_ID.test(value) ? value : newRequestId();
+export function createGenReqId(): (req: IncomingMessage) => string {
+  const newRequestId = requestIdSource();
+  return (req) => {
+    const incoming = req.headers[REQUEST_ID_HEADER];
+    const value = Array.isArray(incoming) ? incoming[0] : incoming;
+    return value !== undefined && ACCEPTED_ID.test(value) ? value : newRequestId();
+  };
 }
 
 /** Every response carries the request's id (the one in its log lines) as `x-request-id`. */

@@ -1,6 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
-import { genReqId, requestIdSource } from "../../app/observability/request-id.js";
+import { createGenReqId, requestIdSource } from "../../app/observability/request-id.js";
 import { deferRequestLoggers } from "../../app/observability/request-logger.js";
 import { captureLogger } from "../helpers/fixtures.js";
 
@@ -11,7 +11,7 @@ describe("deferred request loggers", () => {
   /** An app at `level` whose child factory counts the children it really makes. */
   async function appAt(level: "warn" | "info") {
     const { log, lines } = captureLogger(level);
-    app = Fastify({ loggerInstance: log as FastifyBaseLogger, genReqId });
+    app = Fastify({ loggerInstance: log as FastifyBaseLogger, genReqId: createGenReqId() });
     const made = { count: 0 };
     const inner = app.childLoggerFactory;
     app.setChildLoggerFactory(function (logger, bindings, options, raw) {
