@@ -1,6 +1,7 @@
-import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { ChildUnderTest, freePort, repoRoot } from "./child.js";
+import { BUNDLE_FILE, BUNDLE_NODE_ARGS } from "../helpers/bridge-process.js";
+import { freePort } from "../helpers/ports.js";
+import { ChildUnderTest } from "./child.js";
 import { benchDeviceId, writeBenchConfigDir } from "./fixture.js";
 
 export interface BridgeUnderTest {
@@ -11,18 +12,9 @@ export interface BridgeUnderTest {
   deviceIds: string[];
 }
 
-/** How `npm start`, the systemd unit and the image run the bridge: the bundle, plain node. */
-const ENTRY = "dist/wb-bridge.js";
-export const NODE_ARGS = ["--max-semi-space-size=8", "--heap-growing-percent=100"];
-
-/** `npm run build`: the bench measures the bundle built from the current source. */
-export function buildBridge(): void {
-  execFileSync("npm", ["run", "-s", "build"], { cwd: repoRoot, stdio: "inherit" });
-}
-
 /**
  * Starts the bridge as production runs it (the bundle of `app/main.ts`, built by
- * `buildBridge()`) on its own config dir and database under `root/name`, with the
+ * `buildBundle()`) on its own config dir and database under `root/name`, with the
  * embedded broker, and waits until `/health/ready` says it has restored and published
  * everything.
  */
@@ -38,7 +30,7 @@ export async function startBridgeChild(
   await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history });
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
-  const child = ChildUnderTest.start(ENTRY, env, [...NODE_ARGS, ...(options.nodeArgs ?? [])]);
+  const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...(options.nodeArgs ?? [])]);
   const httpUrl = `http://127.0.0.1:${httpPort}`;
   try {
     await child.waitReady(`${httpUrl}/health/ready`);

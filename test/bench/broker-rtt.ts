@@ -1,4 +1,5 @@
-import { ChildUnderTest, freePort } from "./child.js";
+import { freePort } from "../helpers/ports.js";
+import { ChildUnderTest } from "./child.js";
 import { runClosedLoop, type LoopResult } from "./closed-loop.js";
 import type { LoadSettings } from "./durable.js";
 import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";

@@ -1,12 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { freePort } from "../helpers/ports.js";
-
-export { freePort };
-
-export const repoRoot = join(import.meta.dirname, "../..");
+import { repoRoot } from "../helpers/bridge-process.js";
 
 /** Variables the bridge reads that must not leak from the calling shell into a bench child. */
 const BRIDGE_ENV = ["CONFIG_DIR", "STATE_PATH", "MQTT_URL", "HTTP_HOST", "HTTP_PORT", "LOG_LEVEL", "BACKUP_INTERVAL", "STATE_ENCRYPTION_KEY"];

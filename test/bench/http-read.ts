@@ -1,5 +1,6 @@
 import autocannon from "autocannon";
-import { ChildUnderTest, freePort } from "./child.js";
+import { freePort } from "../helpers/ports.js";
+import { ChildUnderTest } from "./child.js";
 
 export interface HttpReadResult {
   requestsPerSecond: number;

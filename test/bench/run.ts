@@ -7,7 +7,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildBridge, NODE_ARGS, startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
+import { BUNDLE_NODE_ARGS, buildBundle } from "../helpers/bridge-process.js";
+import { startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
 import { benchBrokerRoundTrip, startEchoBroker } from "./broker-rtt.js";
 import type { LoopResult } from "./closed-loop.js";
 import { benchDurableActions, type LoadSettings } from "./durable.js";
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
   const load = (clients: number): LoadSettings => ({ clients, warmupMs: s.warmupMs, measureMs: s.measureMs, opTimeoutMs: s.opTimeoutMs });
   const rows: Row[] = [];
   log(`wb-bridge bench: ${describeHost()}`);
-  buildBridge();
+  buildBundle("inherit");
   log(`temp dir ${root}; load phases ${s.warmupMs / 1000} s warm-up + ${s.measureMs / 1000} s measured`);
   try {
     log("\n[baseline] SQLite, synchronous=FULL, WAL: one awaited set() (value + history row) per transaction");
@@ -112,7 +113,7 @@ async function main(): Promise<void> {
       // Bridge and baseline alternate, three rounds each, and the medians are compared:
       // one short run of a fresh process varies by ±20% on a small machine.
       log(`  GET /devices/:id/state, autocannon, ${s.httpConnections} connections, 3 alternating rounds of ${s.httpSeconds} s`);
-      const bare = await startBareHttp(BENCH_DEVICES, NODE_ARGS);
+      const bare = await startBareHttp(BENCH_DEVICES, BUNDLE_NODE_ARGS);
       try {
         const bridgeRuns: HttpReadResult[] = [];
         const bareRuns: HttpReadResult[] = [];

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
@@ -15,8 +15,16 @@ export interface BridgeChild {
 
 /** The source entry point under tsx. */
 export const SOURCE_ENTRY = ["--import", "tsx", "app/main.ts"] as const;
+/** The node flags `npm start`, the systemd unit and the image run the bundle with. */
+export const BUNDLE_NODE_ARGS = ["--max-semi-space-size=8", "--heap-growing-percent=100"] as const;
+export const BUNDLE_FILE = "dist/wb-bridge.js";
 /** What `npm start`, the systemd unit and the image run, after `npm run build`. */
-export const BUNDLE_ENTRY = ["--max-semi-space-size=8", "--heap-growing-percent=100", "dist/wb-bridge.js"] as const;
+export const BUNDLE_ENTRY = [...BUNDLE_NODE_ARGS, BUNDLE_FILE] as const;
+
+/** `npm run build`: the bundle from the current source. */
+export function buildBundle(stdio: "inherit" | "pipe" = "pipe"): void {
+  execFileSync("npm", ["run", "-s", "build"], { cwd: repoRoot, stdio });
+}
 
 /** The real entry point, as a supervisor would start it; HTTP on an ephemeral loopback port. */
 function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore", entry: readonly string[] = SOURCE_ENTRY): ChildProcess {

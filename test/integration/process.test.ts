@@ -1,9 +1,8 @@
-import { execFileSync } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { BUNDLE_ENTRY, repoRoot, runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
+import { BUNDLE_ENTRY, buildBundle, runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 
@@ -84,7 +83,7 @@ describe("the real process", () => {
     expect(wal === null || wal.size === 0).toBe(true);
 
     // The restart runs what `npm start` runs: the bundle built from this source.
-    execFileSync("npm", ["run", "-s", "build"], { cwd: repoRoot, stdio: "pipe" });
+    buildBundle();
     const again = await startBridge(env, 20_000, BUNDLE_ENTRY);
     children.push(again);
     const res = await fetch(`${again.url}/devices/dev9/state`);
