@@ -1,5 +1,6 @@
-import { mkdir, open, readFile, unlink } from "node:fs/promises";
+import { mkdir, readFile, rename, truncate, unlink, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { SqliteConnection, sqliteErrorCode } from "./sqlite-connection.js";
 import { StoreOpenError } from "./store.js";
 
 export interface DbLock {
@@ -7,69 +8,167 @@ export interface DbLock {
   release(): Promise<void>;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+/** Who holds a lock, as the holder recorded it in `<db>.lock.json`. */
+export interface LockHolder {
+  pid: number;
+  owner: string;
+  since: string;
+}
+
+interface HolderRecord extends LockHolder {
+  /** `/proc/<pid>/stat` start time and boot id: a reused pid or a record from before a reboot does not match. */
+  start_ticks: string | null;
+  boot_id: string | null;
+}
+
+export interface LockOptions {
+  /** How long a refused start waits for the holder to record who it is. */
+  holderWaitMs?: number;
 }
 
 /**
- * `<db>.lock` holding the owner's pid: the bridge and the CLI's exclusive commands take
- * it, so neither changes the database under the other. A lock left by a process that
- * no longer runs (kill -9, power loss) is taken over.
+ * The database lock: an exclusive SQLite transaction on `<db>.lock`, held for as long as
+ * the bridge (or a CLI command that writes) runs. SQLite takes it with fcntl locks, which
+ * the kernel drops the moment the holder dies (kill -9, a crash, power loss), so a stale
+ * lock never blocks a start and two starts cannot both win.
+ *
+ * The file's content means nothing; who holds it is in `<db>.lock.json`, written after the
+ * lock is taken, only to name the holder in the refusal. Two rules keep the lock sound:
+ * the lock file is never unlinked (a process that opened the old inode would lock a file
+ * nobody else can find), and the holding process never opens it with `fs` (closing any
+ * descriptor of a file drops all of the process's fcntl locks on it).
  */
-export async function acquireDbLock(dbPath: string, owner: string): Promise<DbLock> {
+export async function acquireDbLock(dbPath: string, owner: string, options: LockOptions = {}): Promise<DbLock> {
   const path = `${dbPath}.lock`;
   try {
     await mkdir(dirname(dbPath), { recursive: true });
   } catch (err) {
     throw new StoreOpenError(`cannot create directory for state database ${dbPath}: ${(err as Error).message}`, { cause: err });
   }
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const conn = await lockExclusively(path);
+  if (!conn) {
+    const holder = await waitForHolder(path, options.holderWaitMs ?? 1000);
+    const who = holder ? `${holder.owner} (pid ${holder.pid})` : "another process (it has not recorded its pid yet)";
+    throw new StoreOpenError(`state database ${dbPath} is in use by ${who}; stop it first`);
+  }
+  const holderFile = `${path}.json`;
+  const record: HolderRecord = { pid: process.pid, owner, since: new Date().toISOString(), ...(await processIdentity(process.pid)) };
+  try {
+    await writeFile(`${holderFile}.tmp`, JSON.stringify(record));
+    await rename(`${holderFile}.tmp`, holderFile);
+  } catch (err) {
+    await conn.close().catch(() => undefined);
+    throw new StoreOpenError(`cannot record the holder of ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let released = false;
+  return {
+    path,
+    release: async () => {
+      if (released) return;
+      released = true;
+      // Removed while still held, so it can never delete the record of the next holder.
+      await unlink(holderFile).catch(() => undefined);
+      await conn.run("ROLLBACK").catch(() => undefined);
+      await conn.close();
+    },
+  };
+}
+
+/** Who holds the lock right now, or null when nobody does (checked by trying to take it). */
+export async function lockHolder(dbPath: string, options: LockOptions = {}): Promise<LockHolder | null> {
+  const path = `${dbPath}.lock`;
+  const conn = await lockExclusively(path, false);
+  if (conn) {
+    await conn.run("ROLLBACK").catch(() => undefined);
+    await conn.close();
+    return null;
+  }
+  return (await waitForHolder(path, options.holderWaitMs ?? 1000)) ?? { pid: 0, owner: "unknown", since: "" };
+}
+
+/**
+ * The held connection, or null when another connection (in any process) holds the lock.
+ * A lock file from older versions held JSON, which SQLite rejects as not a database: it is
+ * emptied in place and the lock taken again.
+ */
+async function lockExclusively(path: string, create = true): Promise<SqliteConnection | null> {
+  for (let attempt = 0; ; attempt++) {
+    let conn: SqliteConnection;
     try {
-      const handle = await open(path, "wx");
-      await handle.writeFile(JSON.stringify({ pid: process.pid, owner, since: new Date().toISOString() }));
-      await handle.close();
-      return {
-        path,
-        release: async () => {
-          await unlink(path).catch((err: unknown) => {
-            if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-          });
-        },
-      };
+      conn = await SqliteConnection.open(path, create ? "readwrite-create" : "readwrite");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
-        throw new StoreOpenError(`cannot create lock file ${path}: ${(err as Error).message}`, { cause: err });
+      if (!create && sqliteErrorCode(err) === "SQLITE_CANTOPEN") return null;
+      throw new StoreOpenError(`cannot open lock file ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    conn.setBusyTimeout(0);
+    try {
+      await conn.run("BEGIN EXCLUSIVE");
+      return conn;
+    } catch (err) {
+      await conn.close().catch(() => undefined);
+      const code = sqliteErrorCode(err);
+      if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") return null;
+      if (code === "SQLITE_NOTADB" && attempt === 0) {
+        await truncate(path, 0);
+        continue;
       }
-      const holder = await readLock(path);
-      if (holder && holder.pid !== process.pid && alive(holder.pid)) {
-        throw new StoreOpenError(
-          `state database ${dbPath} is in use by ${holder.owner ?? "another process"} (pid ${holder.pid}); stop it first`,
-        );
-      }
-      await unlink(path).catch(() => undefined);
+      throw new StoreOpenError(`cannot take the lock ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
-  throw new StoreOpenError(`cannot take the lock ${path}`);
 }
 
-/** Who holds the lock, if anyone alive does. */
-export async function lockHolder(dbPath: string): Promise<{ pid: number; owner?: string } | null> {
-  const holder = await readLock(`${dbPath}.lock`);
-  return holder && alive(holder.pid) ? holder : null;
+/** The holder's record once it matches a live process; polls because a fresh holder writes it just after locking. */
+async function waitForHolder(path: string, waitMs: number): Promise<LockHolder | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const record = await readHolder(`${path}.json`);
+    if (record && (await isSameProcess(record))) return { pid: record.pid, owner: record.owner, since: record.since };
+    if (Date.now() >= deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
-async function readLock(path: string): Promise<{ pid: number; owner?: string } | null> {
+async function readHolder(file: string): Promise<HolderRecord | null> {
   try {
-    const parsed = JSON.parse(await readFile(path, "utf8")) as { pid?: unknown; owner?: unknown };
-    return typeof parsed.pid === "number" ? { pid: parsed.pid, owner: typeof parsed.owner === "string" ? parsed.owner : undefined } : null;
+    const parsed = JSON.parse(await readFile(file, "utf8")) as Partial<HolderRecord>;
+    if (typeof parsed.pid !== "number" || typeof parsed.owner !== "string") return null;
+    return {
+      pid: parsed.pid,
+      owner: parsed.owner,
+      since: typeof parsed.since === "string" ? parsed.since : "",
+      start_ticks: typeof parsed.start_ticks === "string" ? parsed.start_ticks : null,
+      boot_id: typeof parsed.boot_id === "string" ? parsed.boot_id : null,
+    };
   } catch {
-    // Unreadable or half-written: treat as no holder; the next open("wx") decides.
     return null;
+  }
+}
+
+/** A recorded pid names the holder only if that very process still runs: same boot, same start time. */
+async function isSameProcess(record: HolderRecord): Promise<boolean> {
+  const now = await processIdentity(record.pid);
+  if (process.platform !== "linux") return isAlive(record.pid);
+  if (now.start_ticks === null) return false;
+  return now.start_ticks === record.start_ticks && now.boot_id === record.boot_id;
+}
+
+async function processIdentity(pid: number): Promise<Pick<HolderRecord, "start_ticks" | "boot_id">> {
+  const [stat, boot] = await Promise.all([
+    readFile(`/proc/${pid}/stat`, "utf8").catch(() => null),
+    readFile("/proc/sys/kernel/random/boot_id", "utf8").catch(() => null),
+  ]);
+  // Field 22 is the start time; the command name (field 2) may hold spaces, so count from its closing paren.
+  const fields = stat?.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // A zombie (dead, not yet reaped) still has its entry, but the kernel has already dropped its locks.
+  if (!fields || fields[0] === "Z") return { start_ticks: null, boot_id: boot?.trim() ?? null };
+  return { start_ticks: fields[19] ?? null, boot_id: boot?.trim() ?? null };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

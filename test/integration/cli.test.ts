@@ -5,7 +5,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generateFernetKey } from "../../app/state/fernet.js";
+import { lockHolder } from "../../app/state/lock.js";
 import { tempDir, writeConfigDir } from "../helpers/fixtures.js";
+import { spawnLockHolder, stopLockHolder } from "../helpers/lock-holder.js";
 import { readRows } from "../helpers/sqlite.js";
 
 const repoRoot = join(import.meta.dirname, "../..");
@@ -268,7 +270,7 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/state\.db exists; add --replace/);
     expect(await sha256(db)).toBe(before);
-    expect(existsSync(`${db}.lock`)).toBe(false);
+    expect(await lockHolder(db)).toBeNull();
 
     const restored = await run(["backup", "restore", backup.file, "--replace", "--json"]);
     expect(restored.stderr).toBe("");
@@ -348,7 +350,7 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     expect(none.stderr).toMatch(/is encrypted; configure its key/);
 
     expect(await sha256(db)).toBe(before);
-    expect(existsSync(`${db}.lock`)).toBe(false);
+    expect(await lockHolder(db)).toBeNull();
     expect(json<EntryView>(await run(["state", "get", "appliance:tv", "--json"], { env: { STATE_ENCRYPTION_KEY: right } })).value).toEqual({
       secret: "s3cr3t-value",
     });
@@ -358,9 +360,11 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     await run(["state", "set", "appliance:tv", '{"power":true}']);
     const backup = json<{ file: string }>(await run(["backup", "create", "--json"]));
     await run(["recovery", "create", "--label", "kept"]);
-    // The test runner is alive and is not the CLI's process: for the CLI it is another holder.
-    const lock = JSON.stringify({ pid: process.pid, owner: "wb-bridge", since: new Date().toISOString() });
-    await writeFile(`${db}.lock`, lock);
+    // A real bridge-like process holds the lock for the whole test.
+    const holder = await spawnLockHolder(db, "wb-bridge");
+    holder.go();
+    const holderPid = holder.proc.pid!;
+    expect(await holder.nextLine()).toBe(`locked ${holderPid}`);
 
     const writes: Array<[string[], RunOptions?]> = [
       [["state", "set", "appliance:tv", '{"power":false}']],
@@ -376,7 +380,7 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     refused.forEach((result, i) => {
       expect(result.code, writes[i]?.[0].join(" ")).toBe(1);
       expect(result.stderr, writes[i]?.[0].join(" ")).toBe(
-        `wb-bridge: state database ${db} is in use by wb-bridge (pid ${process.pid}); stop it first\n`,
+        `wb-bridge: state database ${db} is in use by wb-bridge (pid ${holderPid}); stop it first\n`,
       );
     });
 
@@ -395,7 +399,8 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
       expect(result.code, reads[i]?.join(" ")).toBe(0);
     });
     expect(results[0]?.stdout).toContain('"power": true');
-    expect(await readFile(`${db}.lock`, "utf8")).toBe(lock);
+    expect(await lockHolder(db)).toMatchObject({ pid: holderPid, owner: "wb-bridge" });
+    await stopLockHolder(holder);
   });
 
   it("bad usage exits 2 with the usage on stderr; --help exits 0 with it on stdout", async () => {
