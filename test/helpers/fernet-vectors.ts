@@ -2,8 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 
-/** The published Fernet test vectors; CI keeps `shared/` beside the checkout. */
-export const fernetVectorDir = join(import.meta.dirname, "../..", "..", "shared", "vectors", "fernet");
+/** The published Fernet spec vectors, shipped with the tests (source: test/fixtures/fernet/README.md). */
+export const fernetVectorDir = join(import.meta.dirname, "..", "fixtures", "fernet");
 
 const generateVector = z.object({
   token: z.string(),

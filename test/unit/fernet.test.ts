@@ -74,7 +74,7 @@ function expectNoKeyText(text: string, keyText: string): void {
 
 const seconds = (iso: string): number => Math.floor(new Date(iso).getTime() / 1000);
 
-describe("Fernet spec vectors (../shared/vectors/fernet)", () => {
+describe("Fernet spec vectors (test/fixtures/fernet, from github.com/fernet/spec)", () => {
   const generate = loadGenerateVectors();
   const verify = loadVerifyVectors();
   const invalid = loadInvalidVectors();
