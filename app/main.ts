@@ -1,8 +1,10 @@
 import type { FastifyInstance } from "fastify";
 import { loadConfig } from "./config/loader.js";
+import { embeddedBrokerPort } from "./mqtt/broker.js";
 import { createLogger } from "./observability/logger.js";
 import { buildApp } from "./server.js";
 import { ConfigError, errorMessage } from "./shared/errors.js";
+import { assertCanListen, listenFailure } from "./shared/listen.js";
 
 /**
  * Entry point: config (files + environment) -> logger -> app -> listen.
@@ -18,6 +20,19 @@ async function main(): Promise<void> {
   } catch (err) {
     process.stderr.write(`wb-bridge: ${err instanceof ConfigError ? err.message : errorMessage(err)}\n`);
     process.exit(2);
+  }
+  const { host, port } = config.system.http;
+  const httpPort = { what: "HTTP", host, port, change: 'HTTP_PORT=<port> (or "http.port" in config/system.json)' };
+  try {
+    // Before the bridge starts: a taken port would otherwise fail the start only after the
+    // store is open (and, for HTTP, the broker and the devices are up).
+    await assertCanListen(httpPort);
+    const { embedded } = config.system.mqtt;
+    if (embedded.enabled) await assertCanListen(embeddedBrokerPort(embedded.host, embedded.port));
+  } catch (err) {
+    process.stderr.write(`wb-bridge: failed to start: ${errorMessage(err)}\n`);
+    await app.close().catch(() => undefined);
+    process.exit(1);
   }
   const logger = app.log;
   const timeoutMs = config.system.shutdown_timeout_ms;
@@ -59,14 +74,22 @@ async function main(): Promise<void> {
   });
 
   try {
-    const address = await app.listen({ host: config.system.http.host, port: config.system.http.port });
+    const address = await app.listen({ host, port });
     logger.info({ address }, "wb-bridge listening");
   } catch (err) {
-    logger.fatal({ err: errorMessage(err) }, "wb-bridge failed to start");
-    process.stderr.write(`wb-bridge: failed to start: ${errorMessage(err)}\n`);
+    // The bridge's own start (store, broker, ...) fails here too, with its own message.
+    const message = isListenError(err) ? listenFailure(httpPort, err) : errorMessage(err);
+    logger.fatal({ err: message }, "wb-bridge failed to start");
+    process.stderr.write(`wb-bridge: failed to start: ${message}\n`);
     await app.close().catch(() => undefined);
     process.exit(1);
   }
+}
+
+/** A bind failure of the HTTP server itself (a failed bridge start rejects listen() too). */
+function isListenError(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.syscall === "listen" && (e.code === "EADDRINUSE" || e.code === "EACCES");
 }
 
 /**

@@ -168,20 +168,26 @@ function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): 
     }
   }
   if (env.HTTP_HOST) out.http.host = env.HTTP_HOST;
-  if (env.HTTP_PORT !== undefined && env.HTTP_PORT !== "") {
-    const port = Number(env.HTTP_PORT);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      problems.push(`HTTP_PORT: expected an integer from 0 to 65535, got "${env.HTTP_PORT}"`);
-    } else {
-      out.http.port = port;
-    }
-  }
+  const httpPort = portFromEnv(env, "HTTP_PORT", problems);
+  if (httpPort !== undefined) out.http.port = httpPort;
+  const brokerPort = portFromEnv(env, "MQTT_EMBEDDED_PORT", problems);
+  if (brokerPort !== undefined) out.mqtt.embedded.port = brokerPort;
   if (env.LOG_LEVEL) {
     const level = logLevelSchema.safeParse(env.LOG_LEVEL);
     if (level.success) out.logging.level = level.data;
     else problems.push(`LOG_LEVEL: expected one of ${logLevelSchema.options.join(", ")}, got "${env.LOG_LEVEL}"`);
   }
   return out;
+}
+
+/** A port from the environment; unset or empty leaves the configured one. */
+function portFromEnv(env: Env, name: string, problems: string[]): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const port = Number(raw);
+  if (Number.isInteger(port) && port >= 0 && port <= 65535) return port;
+  problems.push(`${name}: expected an integer from 0 to 65535, got "${raw}"`);
+  return undefined;
 }
 
 function checkUniqueIds<T extends { file: string }>(items: T[], field: string, id: (item: T) => string): string[] {

@@ -1,6 +1,14 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { Aedes } from "aedes";
 import type { Logger } from "pino";
+import { listenFailure, type PortUse } from "../shared/listen.js";
+
+export const embeddedBrokerPort = (host: string, port: number): PortUse => ({
+  what: "embedded MQTT broker",
+  host,
+  port,
+  change: 'MQTT_EMBEDDED_PORT=<port> (or "mqtt.embedded.port" in config/system.json; MQTT_URL=mqtt://host:port uses that broker instead)',
+});
 
 export interface EmbeddedBroker {
   readonly host: string;
@@ -35,9 +43,7 @@ export async function startEmbeddedBroker(options: { host: string; port: number;
     });
   }).catch((err: unknown) => {
     broker.close();
-    throw new Error(`embedded MQTT broker cannot listen on ${options.host}:${options.port}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new Error(listenFailure(embeddedBrokerPort(options.host, options.port), err), { cause: err });
   });
 
   const address = server.address();

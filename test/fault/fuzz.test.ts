@@ -1081,6 +1081,7 @@ const ENV_JUNK: Array<[string, string]> = [
   ["HTTP_PORT", "99999"],
   ["HTTP_PORT", "abc"],
   ["HTTP_PORT", "-1"],
+  ["MQTT_EMBEDDED_PORT", "1e9"],
   ["MQTT_URL", "http://x"],
   ["MQTT_URL", "mqtt://"],
   ["MQTT_URL", "mqtt://a b"],

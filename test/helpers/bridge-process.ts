@@ -26,11 +26,11 @@ export function buildBundle(stdio: "inherit" | "pipe" = "pipe"): void {
   execFileSync("npm", ["run", "-s", "build"], { cwd: repoRoot, stdio });
 }
 
-/** The real entry point, as a supervisor would start it; HTTP on an ephemeral loopback port. */
+/** The real entry point, as a supervisor would start it; HTTP on an ephemeral loopback port unless `env` names one. */
 function spawnEntryPoint(env: Record<string, string>, stdout: "pipe" | "ignore", entry: readonly string[] = SOURCE_ENTRY): ChildProcess {
   return spawn(process.execPath, [...entry], {
     cwd: repoRoot,
-    env: { ...process.env, ...env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", ...(stdout === "pipe" ? { LOG_LEVEL: "info" } : {}) },
+    env: { ...process.env, HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", ...env, ...(stdout === "pipe" ? { LOG_LEVEL: "info" } : {}) },
     stdio: ["ignore", stdout, "pipe"],
   });
 }

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../app/config/loader.js";
@@ -9,6 +11,7 @@ import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readStoredValue } from "../helpers/sqlite.js";
 import { freePort } from "../helpers/ports.js";
+import { runToExit } from "../helpers/bridge-process.js";
 
 const demoConfigDir = join(import.meta.dirname, "../../config");
 
@@ -98,4 +101,26 @@ describe("the demo configuration and start-up conditions", () => {
     await observer.subscribe("/devices/amp/controls/power");
     await observer.waitFor("/devices/amp/controls/power", (m) => m.payload === "1", 10_000);
   });
+
+  it("with its HTTP or embedded broker port taken, the demo start says which port and how to change it, before touching anything", async () => {
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, "127.0.0.1", resolve));
+    cleanup.push(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const taken = (squatter.address() as AddressInfo).port;
+    const db = join(dir.path, "demo.db");
+    const env = { CONFIG_DIR: demoConfigDir, STATE_PATH: db };
+
+    const http = await runToExit({ ...env, HTTP_PORT: String(taken), MQTT_EMBEDDED_PORT: String(await freePort()) });
+    expect(http.code).toBe(1);
+    expect(http.stderr).toBe(
+      `wb-bridge: failed to start: HTTP port 127.0.0.1:${taken} is already in use by another process; set HTTP_PORT=<port> (or "http.port" in config/system.json) to a free port\n`,
+    );
+    expect(existsSync(db)).toBe(false);
+
+    const mqtt = await runToExit({ ...env, MQTT_EMBEDDED_PORT: String(taken) });
+    expect(mqtt.code).toBe(1);
+    expect(mqtt.stderr).toContain(`embedded MQTT broker port 127.0.0.1:${taken} is already in use by another process; set MQTT_EMBEDDED_PORT=<port>`);
+    expect(mqtt.stderr).toContain("MQTT_URL=mqtt://host:port uses that broker instead");
+    expect(existsSync(db)).toBe(false);
+  }, 60_000);
 });

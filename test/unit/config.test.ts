@@ -48,6 +48,7 @@ describe("loadConfig", () => {
         MQTT_URL: "mqtt://10.0.0.5:1883",
         HTTP_HOST: "0.0.0.0",
         HTTP_PORT: "9001",
+        MQTT_EMBEDDED_PORT: "18999",
         LOG_LEVEL: "debug",
       },
       cwd: "/",
@@ -57,17 +58,19 @@ describe("loadConfig", () => {
     expect(config.system.mqtt.url).toBe("mqtt://10.0.0.5:1883");
     expect(config.system.mqtt.embedded.enabled).toBe(false);
     expect(config.system.http).toEqual({ host: "0.0.0.0", port: 9001 });
+    expect(config.system.mqtt.embedded.port).toBe(18999);
     expect(config.system.logging.level).toBe("debug");
   });
 
   it("names the environment variable when an override is invalid", async () => {
     const configDir = await writeConfigDir(dir.path, {});
     const problems = await problemsOf(
-      loadConfig({ configDir, env: { HTTP_PORT: "eighty", LOG_LEVEL: "loud", MQTT_URL: "http://x" }, cwd: dir.path }),
+      loadConfig({ configDir, env: { HTTP_PORT: "eighty", MQTT_EMBEDDED_PORT: "70000", LOG_LEVEL: "loud", MQTT_URL: "http://x" }, cwd: dir.path }),
     );
     expect(problems).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^HTTP_PORT: expected an integer/),
+        'MQTT_EMBEDDED_PORT: expected an integer from 0 to 65535, got "70000"',
         expect.stringMatching(/^LOG_LEVEL: expected one of/),
         expect.stringMatching(/^MQTT_URL: expected mqtt:\/\//),
       ]),
