@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import { loadConfig } from "./config/loader.js";
+import { type AppConfig, loadConfig } from "./config/loader.js";
 import { embeddedBrokerPort } from "./mqtt/broker.js";
 import { createLogger } from "./observability/logger.js";
 import { buildApp } from "./server.js";
@@ -12,8 +12,8 @@ import { assertCanListen, listenFailure } from "./shared/listen.js";
  * closed) and exit 0; a failed start exits 1 with the reason on stderr.
  */
 async function main(): Promise<void> {
-  let config;
-  let app;
+  let config: AppConfig;
+  let app: FastifyInstance;
   try {
     config = await loadConfig();
     app = await buildApp(config, { logger: createLogger(config.system.logging.level) });

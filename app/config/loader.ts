@@ -225,7 +225,7 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
     }
     problems.push(...checkRoleControls(scenario, byId));
     for (const list of ["startup", "shutdown"] as const) {
-      scenario[list].forEach((step, i) => problems.push(...checkStep(scenario, list, i, step, byId)));
+      for (const [i, step] of scenario[list].entries()) problems.push(...checkStep(scenario, list, i, step, byId));
     }
   }
   return problems;

@@ -14,7 +14,7 @@ export interface DeviceControl {
 
 function commandControlType(param: ParamSpec | undefined): WbControlType {
   // A command that runs without a value (no params, or only optional ones) is a button.
-  if (!param || !param.required || param.default !== undefined) return "pushbutton";
+  if (!param?.required || param.default !== undefined) return "pushbutton";
   if (param.type === "boolean") return "switch";
   if (param.type === "string") return "text";
   return param.min !== undefined && param.max !== undefined ? "range" : "value";

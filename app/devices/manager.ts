@@ -325,7 +325,8 @@ export class DeviceManager {
       // Made on first use: a pino child per device is a large part of a 10,000-device
       // start, and most drivers never log.
       get log() {
-        return (log ??= parent.child({ device: id }));
+        log ??= parent.child({ device: id });
+        return log;
       },
       mqtt: this.driverMqtt,
       report(change) {

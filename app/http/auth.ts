@@ -70,7 +70,7 @@ type Serializer = (value: unknown) => unknown;
  * (Fastify logs `req.url` on every "incoming request"); the existing serializer is kept.
  */
 function redactTokensInRequestLogs(app: FastifyInstance): void {
-  app.setChildLoggerFactory(function (logger, bindings, opts) {
+  app.setChildLoggerFactory((logger, bindings, opts) => {
     const inherited = (logger as unknown as Record<symbol, Record<string, Serializer> | undefined>)[pino.symbols.serializersSym];
     const base: Serializer | undefined = opts.serializers?.req ?? inherited?.req;
     const req: Serializer = (value) => {

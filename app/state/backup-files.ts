@@ -1,4 +1,4 @@
-import { link, open, rename, stat, unlink } from "node:fs/promises";
+import { type FileHandle, link, open, rename, stat, unlink } from "node:fs/promises";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { SqliteConnection } from "./sqlite-connection.js";
@@ -61,7 +61,7 @@ export async function fsyncFile(path: string): Promise<void> {
  * durability across power loss is up to the file system, so that is logged, not fatal.
  */
 export async function fsyncDir(dir: string, log: Logger): Promise<void> {
-  let handle;
+  let handle: FileHandle | undefined;
   try {
     handle = await open(dir, "r");
     await handle.sync();

@@ -343,7 +343,7 @@ export async function listBackups(dir: string): Promise<BackupInfo[]> {
   const infos: BackupInfo[] = [];
   for (const name of names.filter((n) => BACKUP_NAME.test(n)).sort().reverse()) {
     const path = join(absolute, name);
-    let info;
+    let info: Stats;
     try {
       info = await stat(path);
     } catch (err) {

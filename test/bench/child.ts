@@ -27,7 +27,9 @@ export class ChildUnderTest {
       this.stderr.push(d.toString());
       if (this.stderr.length > 50) this.stderr.shift();
     });
-    if (proc.stdout) createInterface({ input: proc.stdout }).on("line", (line) => this.lines.forEach((l) => l(line)));
+    if (proc.stdout) createInterface({ input: proc.stdout }).on("line", (line) => {
+        for (const l of this.lines) l(line);
+      });
     this.exited = new Promise((resolve) => proc.once("exit", (code) => resolve(code)));
   }
 

@@ -381,7 +381,7 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     expect(history.length, REPRODUCE).toBe(total);
     expect(history.filter((h) => h.source === "http").length).toBe(HTTP_CLIENTS * PER_CLIENT);
     expect(history.filter((h) => h.source === "mqtt").length).toBe(total - HTTP_CLIENTS * PER_CLIENT);
-    const steps = history.map((h) => [(h.old?.state as JsonObject).volume, (h.new?.state as JsonObject).volume]);
+    const steps = history.map((h) => [(h.old?.state as JsonObject | undefined)?.volume, (h.new?.state as JsonObject | undefined)?.volume]);
     expect(steps, REPRODUCE).toEqual(Array.from({ length: total }, (_, i) => [i, i + 1]));
     // And the bridge published every committed value, in commit order.
     const published = tap.payloads("/devices/tv/controls/volume").slice(-total);

@@ -209,7 +209,7 @@ describe("kill -9 at random moments (real process, one database across rounds)",
             track.inflight = level;
             let acked: boolean;
             try {
-              acked = viaMqtt ? await setVolumeByMqtt(id, level) : (await setVolume(child.url, id, level), true);
+              acked = viaMqtt ? await setVolumeByMqtt(id, level) : await setVolume(child.url, id, level).then(() => true);
             } catch (err) {
               // Only the connection dying under the kill is expected; an HTTP error answer is a failure.
               if (killed && err instanceof TypeError) return;

@@ -39,14 +39,17 @@ class SseClient {
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("no matching SSE frame")), timeoutMs);
-      this.waiters.push({ pred, resolve: (f) => (clearTimeout(timer), resolve(f)) });
+      this.waiters.push({ pred, resolve: (f) => {
+          clearTimeout(timer);
+          resolve(f);
+        },
+      });
     });
   }
 
   private feed(chunk: string): void {
     this.buffer += chunk;
-    let end: number;
-    while ((end = this.buffer.indexOf("\n\n")) >= 0) {
+    for (let end = this.buffer.indexOf("\n\n"); end >= 0; end = this.buffer.indexOf("\n\n")) {
       const block = this.buffer.slice(0, end);
       this.buffer = this.buffer.slice(end + 2);
       const frame: SseFrame = {};
@@ -57,7 +60,9 @@ class SseClient {
         else if (line.startsWith("data: ")) frame.data = JSON.parse(line.slice(6));
       }
       this.frames.push(frame);
-      this.waiters = this.waiters.filter((w) => (w.pred(frame) ? (w.resolve(frame), false) : true));
+      const matched = this.waiters.filter((w) => w.pred(frame));
+      this.waiters = this.waiters.filter((w) => !matched.includes(w));
+      for (const w of matched) w.resolve(frame);
     }
   }
 }

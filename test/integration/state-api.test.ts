@@ -545,7 +545,7 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect((await app.inject({ url: "/devices/tv/state" })).json()).toMatchObject({ id: "tv", state: { volume: 15 } });
       const [last] = await history(app, "device:tv");
       expect(last).toMatchObject({ transition: "restore", source: "http" });
-      expect((last?.new as { state: { volume: number } }).state.volume).toBe(15);
+      expect((last?.new as { state: { volume: number } } | undefined)?.state.volume).toBe(15);
     });
   });
 

@@ -189,8 +189,8 @@ describe("fernetEncrypt / fernetDecrypt", () => {
       rejection(() => fernetDecrypt(key, token.slice(0, i) + other + token.slice(i + 1)));
       rejection(() => fernetDecrypt(key, token.slice(0, i)));
     }
-    rejection(() => fernetDecrypt(key, token + "A"));
-    rejection(() => fernetDecrypt(key, token + "AAAA"));
+    rejection(() => fernetDecrypt(key, `${token}A`));
+    rejection(() => fernetDecrypt(key, `${token}AAAA`));
     rejection(() => fernetDecrypt(key, ` ${token}`));
   });
 
@@ -235,7 +235,7 @@ describe("fernetEncrypt / fernetDecrypt", () => {
   it("accepts only canonical, padded URL-safe base64", () => {
     const token = fernetEncrypt(key, "hello");
     // Standard-alphabet characters, and a last character whose unused bits are set.
-    expect(rejection(() => fernetDecrypt(key, token.replace(/-/g, "+").replace(/_/g, "/") + "+/")).reason).toBe(
+    expect(rejection(() => fernetDecrypt(key, `${token.replace(/-/g, "+").replace(/_/g, "/")}+/`)).reason).toBe(
       "invalid_base64",
     );
     const body = token.replace(/=+$/, "");

@@ -30,7 +30,7 @@ function keysOf(entries: readonly ListedEntry[]): string[] {
   return entries.map((e) => e.key);
 }
 
-function valueOf(entry: ListedEntry | undefined): JsonObject | null {
+function decodedValue(entry: ListedEntry | undefined): JsonObject | null {
   return entry && !isUndecodable(entry) ? entry.value : null;
 }
 
@@ -413,7 +413,7 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
         expect(keysOf(await store.list("page:", { after: "page:03", limit: 2 }))).toEqual(["page:04", "page:05"]);
         expect(keysOf(await store.list("page:", { after: "page:035" }))).toEqual(keys.slice(4));
         expect(await store.list("page:", { limit: 0 })).toEqual([]);
-        expect(valueOf((await store.list("", { after: "page:09", limit: 1 }))[0])).toEqual({ i: 0 });
+        expect(decodedValue((await store.list("", { after: "page:09", limit: 1 }))[0])).toEqual({ i: 0 });
       });
     });
   });

@@ -14,6 +14,7 @@ export const topicLevelSchema = z
   .string()
   .min(1)
   .max(200)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what a topic must not hold (MQTT 5 §1.5.4).
   .regex(/^[^/+#\u0000]+$/, "expected one MQTT topic level (no '/', '+', '#')");
 
 /** A topic without wildcards, e.g. a Zigbee2MQTT base topic `zigbee2mqtt/living_lamp`. */
@@ -21,6 +22,7 @@ export const topicPathSchema = z
   .string()
   .min(1)
   .max(1000)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what a topic must not hold (MQTT 5 §1.5.4).
   .regex(/^[^+#\u0000]+$/, "expected an MQTT topic without wildcards ('+', '#')")
   .refine((t) => !t.endsWith("/") && !t.includes("//"), "expected no empty topic levels (no trailing or doubled '/')");
 
