@@ -162,7 +162,8 @@ describe("state durability (real SQLite file, aedes, Fastify inject)", () => {
       expect(await sha256(corrupt.quarantinedTo)).toBe(damagedHash);
       await expect(stat(dbPath)).rejects.toMatchObject({ code: "ENOENT" });
       const files = await readdir(dir.path);
-      expect(files.filter((f) => f.startsWith("state.db"))).toEqual([corrupt.quarantinedTo.slice(dir.path.length + 1)]);
+      // The lock file stays (it is never unlinked); its holder record is gone with the failed start.
+      expect(files.filter((f) => f.startsWith("state.db")).sort()).toEqual([corrupt.quarantinedTo.slice(dir.path.length + 1), "state.db.lock"].sort());
       expect(logs.some((l) => l.includes("no usable backup"))).toBe(true);
     });
   });
