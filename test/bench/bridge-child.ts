@@ -15,19 +15,19 @@ export interface BridgeUnderTest {
 /**
  * Starts the bridge as production runs it (the bundle of `app/main.ts`, built by
  * `buildBundle()`) on its own config dir and database under `root/name`, with the
- * embedded broker, and waits until `/health/ready` says it has restored and published
+ * embedded broker (or `mqttUrl`'s), and waits until `/health/ready` says it has restored and published
  * everything.
  */
 export async function startBridgeChild(
   root: string,
   name: string,
   /** `nodeArgs` go to node itself (e.g. `--cpu-prof` when profiling the bridge under bench load). */
-  options: { devices: number; history?: boolean; encryptionKey?: string; nodeArgs?: string[] },
+  options: { devices: number; history?: boolean; encryptionKey?: string; nodeArgs?: string[]; mqttUrl?: string },
 ): Promise<BridgeUnderTest> {
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const dir = join(root, name);
   const dbPath = join(dir, "data", "state.db");
-  await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history });
+  await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history, mqttUrl: options.mqttUrl });
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
   const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...(options.nodeArgs ?? [])]);
@@ -39,5 +39,5 @@ export async function startBridgeChild(
     throw err;
   }
   const deviceIds = Array.from({ length: options.devices }, (_, i) => benchDeviceId(i));
-  return { child, httpUrl, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, dbPath, deviceIds };
+  return { child, httpUrl, mqttUrl: options.mqttUrl ?? `mqtt://127.0.0.1:${mqttPort}`, dbPath, deviceIds };
 }

@@ -1,6 +1,6 @@
 import { freePort } from "../helpers/ports.js";
 import { ChildUnderTest } from "./child.js";
-import { runClosedLoop, type LoopResult } from "./closed-loop.js";
+import { runClosedLoop, type LoopResult, type WindowHooks } from "./closed-loop.js";
 import type { LoadSettings } from "./durable.js";
 import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
 
@@ -12,12 +12,19 @@ export async function startEchoBroker(): Promise<{ child: ChildUnderTest; url: s
   return { child, url: `mqtt://127.0.0.1:${port}` };
 }
 
+/** Only the echo client, in its own process, against an external broker (the bench's mosquitto). */
+export async function startEchoClient(brokerUrl: string): Promise<{ child: ChildUnderTest; url: string }> {
+  const child = ChildUnderTest.start("test/bench/echo-broker.ts", { ECHO_BROKER_URL: brokerUrl });
+  await child.waitForLine(/^ready \d+$/);
+  return { child, url: brokerUrl };
+}
+
 /**
  * The floor under the durable figure: the same clients and closed loop against the
  * echo broker, which stands in for the bridge without state or SQLite. Each round trip
  * crosses the broker twice, as an action does (command in, value out).
  */
-export async function benchBrokerRoundTrip(url: string, settings: LoadSettings): Promise<LoopResult> {
+export async function benchBrokerRoundTrip(url: string, settings: LoadSettings, window?: WindowHooks): Promise<LoopResult> {
   let peers: BenchPeer[] = [];
   try {
     peers = await connectPeers(url, settings.clients, `bench-rtt-${settings.clients}`);
@@ -28,7 +35,7 @@ export async function benchBrokerRoundTrip(url: string, settings: LoadSettings):
         return () => peer.request(`bench/req/${c}`, String(seq++), `bench/resp/${c}`, settings.opTimeoutMs);
       }),
     );
-    return await runClosedLoop(workers, settings.warmupMs, settings.measureMs);
+    return await runClosedLoop(workers, settings.warmupMs, settings.measureMs, window);
   } finally {
     await closePeers(peers);
   }

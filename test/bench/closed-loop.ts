@@ -9,6 +9,11 @@ export interface LoopResult {
   latency: LatencySummary;
 }
 
+export interface WindowHooks {
+  opened(): void;
+  closed(): void;
+}
+
 /** One closed-loop worker: `op` performs a single request and resolves when its answer arrived. */
 export type Operation = () => Promise<void>;
 
@@ -17,11 +22,18 @@ export type Operation = () => Promise<void>;
  * a warm-up and then a measured window. Only operations entirely inside the window
  * count, so the warm-up tail and the last unfinished operation do not skew the rate.
  */
-export async function runClosedLoop(workers: readonly Operation[], warmupMs: number, measureMs: number): Promise<LoopResult> {
+export async function runClosedLoop(
+  workers: readonly Operation[],
+  warmupMs: number,
+  measureMs: number,
+  /** Called when the measured window opens and closes (e.g. to read a process's CPU time). */
+  window?: WindowHooks,
+): Promise<LoopResult> {
   const start = performance.now();
   const windowStart = start + warmupMs;
   const windowEnd = windowStart + measureMs;
   const samples: number[] = [];
+  const timers = window ? [setTimeout(window.opened, warmupMs), setTimeout(window.closed, warmupMs + measureMs)] : [];
 
   await Promise.all(
     workers.map(async (op) => {
@@ -34,6 +46,8 @@ export async function runClosedLoop(workers: readonly Operation[], warmupMs: num
     }),
   );
 
+  // The last operation ends after the window; its timer has fired by then.
+  for (const t of timers) clearTimeout(t);
   const seconds = measureMs / 1000;
   return { operations: samples.length, seconds, perSecond: samples.length / seconds, latency: summarize(samples) };
 }

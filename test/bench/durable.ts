@@ -1,4 +1,4 @@
-import { runClosedLoop, type LoopResult, type Operation } from "./closed-loop.js";
+import { runClosedLoop, type LoopResult, type Operation, type WindowHooks } from "./closed-loop.js";
 import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
 
 const valueTopic = (id: string) => `/devices/${id}/controls/volume`;
@@ -36,7 +36,12 @@ export interface LoadSettings {
  * `/on` and waits for the new value the bridge publishes after the commit. Clients
  * share the devices round-robin, so no two clients drive the same device.
  */
-export async function benchDurableActions(mqttUrl: string, deviceIds: readonly string[], settings: LoadSettings): Promise<LoopResult> {
+export async function benchDurableActions(
+  mqttUrl: string,
+  deviceIds: readonly string[],
+  settings: LoadSettings,
+  window?: WindowHooks,
+): Promise<LoopResult> {
   if (settings.clients > deviceIds.length) throw new Error(`${settings.clients} clients need at least as many devices (have ${deviceIds.length})`);
   let peers: BenchPeer[] = [];
   try {
@@ -44,7 +49,7 @@ export async function benchDurableActions(mqttUrl: string, deviceIds: readonly s
     const workers = await Promise.all(
       peers.map((peer, c) => clientWorker(peer, deviceIds.filter((_, d) => d % settings.clients === c), settings.opTimeoutMs)),
     );
-    return await runClosedLoop(workers, settings.warmupMs, settings.measureMs);
+    return await runClosedLoop(workers, settings.warmupMs, settings.measureMs, window);
   } finally {
     await closePeers(peers);
   }

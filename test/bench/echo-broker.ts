@@ -8,18 +8,20 @@ import { createLogger } from "../../app/observability/logger.js";
 import { BenchPeer } from "./mqtt-peer.js";
 
 const port = Number(process.env.ECHO_BROKER_PORT ?? 0);
-const broker = await startEmbeddedBroker({ host: "127.0.0.1", port, log: createLogger("silent") });
-const echo = await BenchPeer.connect(broker.url, "bench-echo");
+// With ECHO_BROKER_URL only the echo client runs here, against that broker (mosquitto).
+const external = process.env.ECHO_BROKER_URL;
+const broker = external ? null : await startEmbeddedBroker({ host: "127.0.0.1", port, log: createLogger("silent") });
+const echo = await BenchPeer.connect(external ?? (broker as NonNullable<typeof broker>).url, "bench-echo");
 echo.client.on("message", (topic, payload) => {
   echo.client.publish(`bench/resp/${topic.slice("bench/req/".length)}`, payload, { qos: 1, retain: false });
 });
 await echo.subscribe(["bench/req/+"]);
-process.stdout.write(`ready ${new URL(broker.url).port}\n`);
+process.stdout.write(`ready ${new URL(external ?? (broker as NonNullable<typeof broker>).url).port}\n`);
 
 const stop = () => {
   void echo
     .close()
-    .then(() => broker.close())
+    .then(() => broker?.close())
     .finally(() => process.exit(0));
 };
 process.on("SIGTERM", stop);

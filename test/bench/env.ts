@@ -14,6 +14,8 @@ export interface BenchSettings {
   memoryDevices: number;
   memoryActions: number;
   ioSeconds: number;
+  /** How long the bridge sits idle after ready before its idle RSS is read. */
+  rssIdleSettleMs: number;
 }
 
 function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
@@ -43,7 +45,9 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSetting
     httpConnections: 32,
     memoryDevices: 1000,
     memoryActions: Math.floor(positiveNumber(env, "BENCH_MEMORY_ACTIONS", 100_000, 10_000_000)),
-    ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", 180, 3600)),
+    // The disk-wear figure needs minutes to be steady: BENCH_LONG=1 (or BENCH_IO_SECONDS) runs it longer.
+    ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", env.BENCH_LONG === "1" ? 600 : 30, 3600)),
+    rssIdleSettleMs: 2000,
   };
 }
 

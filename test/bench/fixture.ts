@@ -24,13 +24,17 @@ export interface BenchConfigOptions {
   mqttPort?: number;
   httpPort?: number;
   history?: boolean;
+  /** An external broker (e.g. the bench's private mosquitto) instead of the embedded one. */
+  mqttUrl?: string;
 }
 
 /** Writes a config dir (system.json + one file per device) for a bench bridge. */
 export async function writeBenchConfigDir(options: BenchConfigOptions): Promise<void> {
   const { configDir, dbPath, devices } = options;
   const system = {
-    mqtt: { client_id: "wb-bridge-bench", embedded: { enabled: true, host: "127.0.0.1", port: options.mqttPort ?? 0 } },
+    mqtt: options.mqttUrl
+      ? { client_id: "wb-bridge-bench", url: options.mqttUrl, embedded: { enabled: false } }
+      : { client_id: "wb-bridge-bench", embedded: { enabled: true, host: "127.0.0.1", port: options.mqttPort ?? 0 } },
     http: { host: "127.0.0.1", port: options.httpPort ?? 0 },
     persistence: { db_path: dbPath, synchronous: "full", history: { enabled: options.history ?? true } },
     logging: { level: "warn" },

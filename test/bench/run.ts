@@ -16,6 +16,7 @@ import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
 import { benchDeviceId } from "./fixture.js";
 import { benchStateReads, startBareHttp, type HttpReadResult } from "./http-read.js";
 import { benchDiskWrites, benchMemory } from "./resources.js";
+import { benchOnMosquitto, type MosquittoDurable } from "./on-mosquitto.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
@@ -139,6 +140,14 @@ async function main(): Promise<void> {
     );
     log(`    bare Fastify route from a Map, node defaults: ${fmt(bareDefault.requestsPerSecond)} req/s`);
 
+    log(`\n[8-10] against a private mosquitto (set_tcp_nodelay true, max_queued_messages 0), ${BENCH_DEVICES} devices`);
+    const onMosquitto = await benchOnMosquitto(root, (clients) => load(clients), s.rssIdleSettleMs);
+    for (const [clients, r] of onMosquitto.echo) log(`  echo client, ${clients} client(s): ${loopLine(r)}`);
+    for (const [clients, r] of onMosquitto.durable) {
+      log(`  bridge, ${clients} client(s): ${loopLine(r.loop)}; CPU/action bridge ${fmt(r.bridgeCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`);
+    }
+    log(`  RSS idle ${fmt(onMosquitto.rssIdleMb)} MB (${s.rssIdleSettleMs / 1000} s after ready)`);
+
     log(`\n[3] restore at start: ${s.restoreDevices} device states (in-process app.ready())`);
     const restore = await benchRestore(root, s.restoreDevices);
     log(`  restore (read + validate + driver setup): ${fmt(restore.restoreMs)} ms; whole app.ready(): ${fmt(restore.readyMs)} ms`);
@@ -217,6 +226,42 @@ async function main(): Promise<void> {
       target: "<= 8192",
       met: disk.bytesPerAction <= 8192,
     });
+    const m64 = onMosquitto.durable.get(64) as MosquittoDurable;
+    const m1 = onMosquitto.durable.get(1) as MosquittoDurable;
+    const mEcho1 = onMosquitto.echo.get(1) as LoopResult;
+    rows.push({
+      figure: "8. bridge CPU µs/action, 64 clients, mosquitto",
+      measured: fmt(m64.bridgeCpuUs, 1),
+      baseline: `mosquitto ${fmt(m64.brokerCpuUs, 1)} µs/action`,
+      ratio: fmt(m64.bridgeCpuUs / m64.brokerCpuUs, 2),
+      target: "ratio <= 0.50",
+      met: m64.bridgeCpuUs <= 0.5 * m64.brokerCpuUs,
+    });
+    const mBudget = mEcho1.latency.p50 + writes.sequentialLatency.p50 + 0.15;
+    rows.push({
+      figure: "9. p50 ms, 1 client, mosquitto",
+      measured: fmt(m1.loop.latency.p50, 3),
+      baseline: `echo p50 ${fmt(mEcho1.latency.p50, 3)} + fsync p50 ${fmt(writes.sequentialLatency.p50, 3)} + 0.150`,
+      ratio: fmt(m1.loop.latency.p50 / mBudget, 2),
+      target: `<= ${fmt(mBudget, 3)}`,
+      met: m1.loop.latency.p50 <= mBudget,
+    });
+    rows.push({
+      figure: "9. p99 ms, 1 client, mosquitto",
+      measured: fmt(m1.loop.latency.p99, 3),
+      baseline: `echo p99 ${fmt(mEcho1.latency.p99, 3)}`,
+      ratio: fmt(m1.loop.latency.p99 / 2, 2),
+      target: "<= 2.000",
+      met: m1.loop.latency.p99 <= 2,
+    });
+    rows.push({
+      figure: `10. RSS MB idle, ${BENCH_DEVICES} devices, mosquitto`,
+      measured: fmt(onMosquitto.rssIdleMb),
+      baseline: "-",
+      ratio: fmt(onMosquitto.rssIdleMb / 70, 2),
+      target: "<= 70 MB",
+      met: onMosquitto.rssIdleMb <= 70,
+    });
     for (const [name, results] of [["history", noHistory], ["encryption", encrypted]] as const) {
       for (const clients of s.clientCounts) {
         const withIt = name === "history" ? (durable.get(clients) as LoopResult) : (results.get(clients) as LoopResult);
@@ -246,6 +291,16 @@ async function main(): Promise<void> {
       reads: { bridge: round(reads.requestsPerSecond, 1), bare: round(bareReads.requestsPerSecond, 1), bare_default_flags: round(bareDefault.requestsPerSecond, 1) },
       restore: { restore_ms: round(restore.restoreMs, 1), ready_ms: round(restore.readyMs, 1), list_ms: round(restore.listMs, 1), not_restored: restore.notRestored },
       memory: { start_mb: round(memory.rssAfterStartMb, 1), half_mb: round(memory.rssAt50kMb, 1), full_mb: round(memory.rssAt100kMb, 1) },
+      mosquitto: {
+        echo: Object.fromEntries([...onMosquitto.echo].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
+        durable: Object.fromEntries(
+          [...onMosquitto.durable].map(([c, r]) => [
+            c,
+            { per_s: round(r.loop.perSecond, 1), p50_ms: round(r.loop.latency.p50), p99_ms: round(r.loop.latency.p99), bridge_cpu_us: round(r.bridgeCpuUs, 1), broker_cpu_us: round(r.brokerCpuUs, 1) },
+          ]),
+        ),
+        rss_idle_mb: round(onMosquitto.rssIdleMb, 1),
+      },
       disk: { bytes_per_action: round(disk.bytesPerAction, 0), wal_end: disk.walBytesEnd, db_end: disk.dbBytesEnd },
       met: rows.filter((r) => r.met).length,
       of: rows.length,
