@@ -1,4 +1,3 @@
-import { createStateService } from "./namespaces.js";
 import type { Logger } from "pino";
 import type { AppConfig, Env } from "./config/loader.js";
 import type { DriverFactory } from "./devices/driver.js";
@@ -7,14 +6,15 @@ import { mqttJsonDriverFactory } from "./devices/drivers/mqtt-json.js";
 import { simulatedDriverFactory } from "./devices/drivers/simulated.js";
 import { wbIrDriverFactory } from "./devices/drivers/wb-ir.js";
 import { wbRelayDriverFactory } from "./devices/drivers/wb-relay.js";
-import { DeviceManager, type DeviceEvents } from "./devices/manager.js";
+import { type DeviceEvents, DeviceManager } from "./devices/manager.js";
 import { WbDeviceAdapter } from "./devices/wb-adapter.js";
 import { BridgeDevice, bridgeWill } from "./mqtt/bridge-device.js";
-import { startEmbeddedBroker, type EmbeddedBroker } from "./mqtt/broker.js";
+import { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/broker.js";
 import { MqttGateway, redactUrl } from "./mqtt/gateway.js";
+import { createStateService } from "./namespaces.js";
 import { InstrumentedStateStore } from "./observability/instrumented-store.js";
 import { BridgeMetrics } from "./observability/metrics.js";
-import { ScenarioManager, type ScenarioEvents } from "./scenarios/manager.js";
+import { type ScenarioEvents, ScenarioManager } from "./scenarios/manager.js";
 import { ConfigError, errorMessage } from "./shared/errors.js";
 import { EventBus } from "./shared/event-bus.js";
 import type { Sleep } from "./shared/sleep.js";
@@ -25,7 +25,7 @@ import { acquireDbLock, type DbLock } from "./state/lock.js";
 import { RecoveryPoints } from "./state/recovery.js";
 import type { StateService } from "./state/service.js";
 import { SQLiteStateStore } from "./state/sqlite-store.js";
-import { StoreCorruptError, type StateStore, type WriteFailure } from "./state/store.js";
+import { type StateStore, StoreCorruptError, type WriteFailure } from "./state/store.js";
 
 export type BridgeEvents = DeviceEvents & ScenarioEvents;
 
@@ -69,7 +69,12 @@ export function codecFromKeys(keyList: string | null): ValueCodec {
   }
 }
 
-export const builtinDrivers: readonly DriverFactory[] = [simulatedDriverFactory, wbIrDriverFactory, wbRelayDriverFactory, mqttJsonDriverFactory];
+export const builtinDrivers: readonly DriverFactory[] = [
+  simulatedDriverFactory,
+  wbIrDriverFactory,
+  wbRelayDriverFactory,
+  mqttJsonDriverFactory,
+];
 
 /**
  * Every long-lived part of the bridge and the one place that orders their start and
@@ -231,7 +236,10 @@ export class Bridge {
     if (this.fatalRaised || limitMs === 0 || this.ioFailures.count < 3 || now - this.ioFailures.first < limitMs) return;
     this.fatalRaised = true;
     const reason = `state store: every commit failed (${failure}) for ${now - this.ioFailures.first} ms, ${this.ioFailures.count} in a row`;
-    this.log.fatal({ failure, failed_commits: this.ioFailures.count, since: new Date(this.ioFailures.first).toISOString() }, "storage keeps failing: stopping");
+    this.log.fatal(
+      { failure, failed_commits: this.ioFailures.count, since: new Date(this.ioFailures.first).toISOString() },
+      "storage keeps failing: stopping",
+    );
     for (const listener of this.fatalListeners) listener(reason);
   }
 
@@ -256,7 +264,12 @@ export class Bridge {
       if (!(err instanceof StoreCorruptError) || !this.backups) throw err;
       const backup = await restoreNewestBackup({ dbPath: this.config.paths.db, dir: this.config.paths.backups, log: this.log });
       if (!backup) throw err;
-      this.restored = { backup: backup.file, backup_created_at: backup.created_at, quarantined_to: err.quarantinedTo, at: new Date().toISOString() };
+      this.restored = {
+        backup: backup.file,
+        backup_created_at: backup.created_at,
+        quarantined_to: err.quarantinedTo,
+        at: new Date().toISOString(),
+      };
       await this.store.initialize();
     }
   }

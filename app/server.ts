@@ -1,14 +1,14 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { AppConfig } from "./config/loader.js";
-import { devicesRoutes } from "./http/devices.js";
 import { registerAuth } from "./http/auth.js";
+import { devicesRoutes } from "./http/devices.js";
 import { registerErrorHandlers } from "./http/errors.js";
+import { type EventsOptions, eventsRoutes } from "./http/events.js";
 import { metricsRoutes } from "./http/metrics.js";
 import { registerOpenApi } from "./http/openapi.js";
 import { answerClientError, answerFrameworkError, limitJsonDepth } from "./http/protocol-errors.js";
 import { registerRateLimit } from "./http/rate-limit.js";
-import { eventsRoutes, type EventsOptions } from "./http/events.js";
 import { scenariosRoutes } from "./http/scenarios.js";
 import { stateRoutes } from "./http/state.js";
 import { systemRoutes } from "./http/system.js";

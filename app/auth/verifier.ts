@@ -1,6 +1,6 @@
-import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from "jose";
+import { decodeProtectedHeader, errors, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, jwtVerify } from "jose";
 import type { AuthConfig } from "../config/system.js";
-import { remoteKeys, type RemoteKeyOptions } from "./keys.js";
+import { type RemoteKeyOptions, remoteKeys } from "./keys.js";
 import { extractPermissions, type GrantablePermission } from "./permissions.js";
 
 export { KeySourceUnavailableError } from "./keys.js";
@@ -61,11 +61,7 @@ function describe(err: unknown): string {
  * `iss` (when configured; defaults to the OIDC issuer) and `aud` (when configured)
  * are checked with the configured clock tolerance.
  */
-export function createTokenVerifier(
-  jwt: AuthConfig["jwt"],
-  secret: string | null,
-  remoteOptions: RemoteKeyOptions = {},
-): TokenVerifier {
+export function createTokenVerifier(jwt: AuthConfig["jwt"], secret: string | null, remoteOptions: RemoteKeyOptions = {}): TokenVerifier {
   const secretKey = secret ? new TextEncoder().encode(secret) : null;
   const remote: JWTVerifyGetKey | null =
     jwt.jwks_url || jwt.oidc_issuer ? remoteKeys({ jwksUrl: jwt.jwks_url, oidcIssuer: jwt.oidc_issuer }, remoteOptions) : null;

@@ -81,9 +81,7 @@ export interface ParsedInput {
   usage: string;
 }
 
-export type Parsed<C> =
-  | { kind: "help"; text: string }
-  | { kind: "run"; command: CommandSpec<C>; input: ParsedInput; globals: FlagValues };
+export type Parsed<C> = { kind: "help"; text: string } | { kind: "run"; command: CommandSpec<C>; input: ParsedInput; globals: FlagValues };
 
 export interface Program<C> {
   name: string;
@@ -228,8 +226,9 @@ export function usageFor<C>(
       "",
     ].join("\n");
   }
-  const rows = program.entries.flatMap((e): Array<readonly [string, string]> =>
-    isGroup(e) ? e.commands.map((c) => [`${e.name} ${synopsis(c)}`, c.summary] as const) : [[synopsis(e), e.summary]],
+  const rows = program.entries.flatMap(
+    (e): Array<readonly [string, string]> =>
+      isGroup(e) ? e.commands.map((c) => [`${e.name} ${synopsis(c)}`, c.summary] as const) : [[synopsis(e), e.summary]],
   );
   return [
     `Usage: ${program.name} <group> <command> [args] [flags]`,

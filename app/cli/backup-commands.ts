@@ -6,7 +6,7 @@ import { BackupManager, restoreBackupFile } from "../state/backups.js";
 import { SQLiteStateStore } from "../state/sqlite-store.js";
 import { StoreCorruptError, StoreOpenError } from "../state/store.js";
 import type { GroupSpec } from "./args.js";
-import { CliError, finallyAsync, loadCliConfig, requireDatabase, withDbLock, type CommandContext } from "./context.js";
+import { CliError, type CommandContext, finallyAsync, loadCliConfig, requireDatabase, withDbLock } from "./context.js";
 import { table } from "./output.js";
 
 function manager(ctx: CommandContext, config: AppConfig): BackupManager {
@@ -93,7 +93,10 @@ export const backupGroup: GroupSpec<CommandContext> = {
         ctx.out.result(backups, () =>
           backups.length === 0
             ? `(no backups in ${config.paths.backups})`
-            : table(["FILE", "CREATED_AT", "SIZE"], backups.map((b) => [b.file, b.created_at, String(b.size_bytes)])),
+            : table(
+                ["FILE", "CREATED_AT", "SIZE"],
+                backups.map((b) => [b.file, b.created_at, String(b.size_bytes)]),
+              ),
         );
       },
     },
@@ -126,9 +129,7 @@ export const backupGroup: GroupSpec<CommandContext> = {
         });
         ctx.out.result({ db: dbPath, restored: result.restored, replaced_to: result.replacedTo }, () => [
           `restored ${dbPath} from ${result.restored.path} (taken ${result.restored.created_at})`,
-          result.replacedTo
-            ? `the previous database was moved to ${result.replacedTo}`
-            : "there was no previous database",
+          result.replacedTo ? `the previous database was moved to ${result.replacedTo}` : "there was no previous database",
         ]);
       },
     },

@@ -1,8 +1,8 @@
-import { createStateService } from "../namespaces.js";
 import { stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import type { Logger } from "pino";
-import { loadConfig, type AppConfig, type Env } from "../config/loader.js";
+import { type AppConfig, type Env, loadConfig } from "../config/loader.js";
+import { createStateService } from "../namespaces.js";
 import { errorMessage } from "../shared/errors.js";
 import type { ValueCodec } from "../state/codec.js";
 import { acquireDbLock } from "../state/lock.js";
@@ -129,7 +129,12 @@ export async function withState<T>(
     await store.initialize();
     const state = createStateService(store, ctx.log.child({ module: "state" }), persistence);
     const session: StateSession = { config, store, state, recovery: new RecoveryPoints(state), codec };
-    return finallyAsync(() => fn(session), () => store.close(), ctx.log, "closing the state store");
+    return finallyAsync(
+      () => fn(session),
+      () => store.close(),
+      ctx.log,
+      "closing the state store",
+    );
   };
   return access === "read" ? open() : withDbLock(ctx, dbPath, open);
 }

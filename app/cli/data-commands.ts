@@ -4,8 +4,8 @@ import { errorMessage } from "../shared/errors.js";
 import { INTERNAL_NAMESPACES, namespaceOf } from "../state/service.js";
 import { isUndecodable } from "../state/store.js";
 import type { CommandSpec } from "./args.js";
-import { cliChange, CliError, loadCliConfig, withState, type CommandContext } from "./context.js";
-import { parseImportLines, type ExportLine } from "./import-lines.js";
+import { CliError, type CommandContext, cliChange, loadCliConfig, withState } from "./context.js";
+import { type ExportLine, parseImportLines } from "./import-lines.js";
 import { plural } from "./output.js";
 
 const EXPORT_PAGE = 1000;

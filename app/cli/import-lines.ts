@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { describeIssues } from "../config/issues.js";
 import { errorMessage } from "../shared/errors.js";
-import { jsonObjectSchema, type JsonObject } from "../shared/json.js";
+import { type JsonObject, jsonObjectSchema } from "../shared/json.js";
 import { assertValidKey, INTERNAL_NAMESPACES, namespaceOf } from "../state/service.js";
 
 /** One line of `export` output (and so of `import` input). */

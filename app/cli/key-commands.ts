@@ -1,6 +1,6 @@
 import { generateFernetKey } from "../state/fernet.js";
 import type { GroupSpec } from "./args.js";
-import { CliError, loadCliConfig, withState, type CommandContext } from "./context.js";
+import { CliError, type CommandContext, loadCliConfig, withState } from "./context.js";
 import { plural } from "./output.js";
 
 export const keyGroup: GroupSpec<CommandContext> = {
@@ -20,7 +20,7 @@ export const keyGroup: GroupSpec<CommandContext> = {
       name: "rotate",
       summary: "re-encrypt every value and history entry under the first configured key",
       notes: [
-        "Put the new key first and keep the old ones after it (STATE_ENCRYPTION_KEY=\"new,old\"),",
+        'Put the new key first and keep the old ones after it (STATE_ENCRYPTION_KEY="new,old"),',
         "run this with the bridge stopped, then drop the old keys. Also encrypts a plain database.",
       ],
       async run(ctx) {
@@ -31,12 +31,19 @@ export const keyGroup: GroupSpec<CommandContext> = {
               "(or persistence.encryption.key_file) to the new key followed by the old ones",
           );
         }
-        const { counts, keyId } = await withState(ctx, "write", async ({ store, codec }) => ({
-          counts: await store.reencryptAll(),
-          keyId: codec.keyId,
-        }), config);
-        ctx.out.result({ ...counts, key_id: keyId }, () =>
-          `re-encrypted ${plural(counts.values, "value")} and ${plural(counts.history, "history entry", "history entries")} under key ${keyId ?? "?"}`,
+        const { counts, keyId } = await withState(
+          ctx,
+          "write",
+          async ({ store, codec }) => ({
+            counts: await store.reencryptAll(),
+            keyId: codec.keyId,
+          }),
+          config,
+        );
+        ctx.out.result(
+          { ...counts, key_id: keyId },
+          () =>
+            `re-encrypted ${plural(counts.values, "value")} and ${plural(counts.history, "history entry", "history entries")} under key ${keyId ?? "?"}`,
         );
       },
     },

@@ -8,7 +8,7 @@
 import { pino } from "pino";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { AppError, ConfigError, errorMessage } from "../shared/errors.js";
-import { parseArgv, UsageError, type Program } from "./args.js";
+import { type Program, parseArgv, UsageError } from "./args.js";
 import { backupGroup } from "./backup-commands.js";
 import { CliError, type CommandContext } from "./context.js";
 import { exportCommand, importCommand, migrateCommand } from "./data-commands.js";

@@ -1,6 +1,6 @@
 import type { RecoveryPointInfo, RecoveryScope } from "../state/recovery.js";
-import { intFlag, numberFlag, UsageError, type GroupSpec } from "./args.js";
-import { cliChange, withState, type CommandContext } from "./context.js";
+import { type GroupSpec, intFlag, numberFlag, UsageError } from "./args.js";
+import { type CommandContext, cliChange, withState } from "./context.js";
 import { plural, table } from "./output.js";
 
 function describeScope(scope: RecoveryScope): string {
@@ -57,7 +57,10 @@ export const recoveryGroup: GroupSpec<CommandContext> = {
       async run(ctx, input) {
         const id = idArg(input.args);
         const result = await withState(ctx, "write", ({ recovery }) => recovery.restore(id, cliChange()));
-        ctx.out.result({ id, ...result }, () => `restored ${plural(result.restored, "key")} from ${id}; deleted ${plural(result.deleted, "key")} created since`);
+        ctx.out.result(
+          { id, ...result },
+          () => `restored ${plural(result.restored, "key")} from ${id}; deleted ${plural(result.deleted, "key")} created since`,
+        );
       },
     },
     {

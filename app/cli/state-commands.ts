@@ -1,8 +1,8 @@
 import { isJsonObject, type JsonObject } from "../shared/json.js";
 import { INTERNAL_NAMESPACES, namespaceOf } from "../state/service.js";
 import { TRANSITIONS, type Transition } from "../state/store.js";
-import { intFlag, numberFlag, UsageError, type GroupSpec, type ParsedInput } from "./args.js";
-import { cliChange, CliError, withState, type CommandContext } from "./context.js";
+import { type GroupSpec, intFlag, numberFlag, type ParsedInput, UsageError } from "./args.js";
+import { CliError, type CommandContext, cliChange, withState } from "./context.js";
 import { preview, table } from "./output.js";
 
 const pageFlags = {
@@ -132,7 +132,8 @@ export const stateGroup: GroupSpec<CommandContext> = {
           throw new UsageError(`--transition: expected one of ${TRANSITIONS.join(", ")}, got "${transition}"`, input.usage);
         }
         const cursor = input.flags.str("cursor");
-        if (cursor !== undefined && !/^\d+$/.test(cursor)) throw new UsageError(`--cursor: "${cursor}" is not a history cursor`, input.usage);
+        if (cursor !== undefined && !/^\d+$/.test(cursor))
+          throw new UsageError(`--cursor: "${cursor}" is not a history cursor`, input.usage);
         const query = { key: input.args[0], transition: transition as Transition | undefined, limit: limitOf(input), cursor };
         const page = await withState(ctx, "read", ({ state }) => state.history(query));
         const items = page.items.map((h) => ({ ...h, at: new Date(h.at).toISOString() }));

@@ -120,7 +120,9 @@ class Parser {
       const inner = this.or();
       const close = this.next();
       if (close.kind !== "rparen") {
-        throw new ConditionSyntaxError(`expected ")" to close the "(" at column ${token.column}, found ${describe(close)} at column ${close.column}`);
+        throw new ConditionSyntaxError(
+          `expected ")" to close the "(" at column ${token.column}, found ${describe(close)} at column ${close.column}`,
+        );
       }
       return inner;
     }
@@ -133,9 +135,7 @@ class Parser {
     }
     const literal = this.next();
     if (literal.value === undefined) {
-      throw new ConditionSyntaxError(
-        `expected a number, true, false or a quoted string after "${op.text}" at column ${literal.column}`,
-      );
+      throw new ConditionSyntaxError(`expected a number, true, false or a quoted string after "${op.text}" at column ${literal.column}`);
     }
     return { kind: "compare", field: token.text, op: op.text as "==" | "!=", value: literal.value };
   }

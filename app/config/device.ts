@@ -53,7 +53,10 @@ export const controlOverrideSchema = z
     min: z.number().optional(),
     max: z.number().optional(),
     precision: z.number().positive().optional(),
-    units: z.string().regex(/^[\x20-\x7e]{1,16}$/, "expected a short ASCII unit such as W or deg C").optional(),
+    units: z
+      .string()
+      .regex(/^[\x20-\x7e]{1,16}$/, "expected a short ASCII unit such as W or deg C")
+      .optional(),
   })
   .strict();
 

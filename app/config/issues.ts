@@ -12,10 +12,6 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 /** One line per issue, each naming the file and the field: `file: path: message`. */
-export function describeIssues(
-  file: string,
-  issues: readonly z.core.$ZodIssue[],
-  prefix: readonly PropertyKey[] = [],
-): string[] {
+export function describeIssues(file: string, issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
   return issues.map((issue) => `${file}: ${formatPath([...prefix, ...issue.path])}: ${issue.message}`);
 }

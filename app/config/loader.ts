@@ -1,13 +1,13 @@
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
-import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "./scenario-wb-names.js";
 import { ConfigError, errorMessage } from "../shared/errors.js";
-import { deviceConfigSchema, type DeviceDefinition } from "./device.js";
+import { type DeviceDefinition, deviceConfigSchema } from "./device.js";
 import { describeIssues } from "./issues.js";
 import { paramsSchema } from "./params.js";
-import { scenarioConfigSchema, type ScenarioDefinition, type ScenarioStep, type StepList } from "./scenario.js";
-import { logLevelSchema, systemConfigSchema, type SystemConfig } from "./system.js";
+import { type ScenarioDefinition, type ScenarioStep, type StepList, scenarioConfigSchema } from "./scenario.js";
+import { roleButtonActions, roleControlId, SCENARIO_DEVICE_ID } from "./scenario-wb-names.js";
+import { logLevelSchema, type SystemConfig, systemConfigSchema } from "./system.js";
 
 export interface AppConfig {
   /** Absolute path of the configuration directory. */
@@ -93,7 +93,10 @@ const MIN_HS256_SECRET_BYTES = 32;
 
 /** 127.0.0.0/8, ::1 (also bracketed or IPv4-mapped) and localhost. */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, "$1");
   if (h === "localhost" || h.endsWith(".localhost")) return true;
   if (h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
   const v4 = h.startsWith("::ffff:") ? h.slice("::ffff:".length) : h;
@@ -299,11 +302,7 @@ async function jsonFiles(dir: string, problems: string[], display: (f: string) =
 const READ_CONCURRENCY = 64;
 
 /** Every `*.json` in `dir`, parsed, in file-name order; unreadable ones are reported. */
-async function readJsonFiles(
-  dir: string,
-  problems: string[],
-  display: (f: string) => string,
-): Promise<Array<[string, unknown]>> {
+async function readJsonFiles(dir: string, problems: string[], display: (f: string) => string): Promise<Array<[string, unknown]>> {
   const files = await jsonFiles(dir, problems, display);
   const out: Array<[string, unknown]> = [];
   for (let i = 0; i < files.length; i += READ_CONCURRENCY) {
@@ -323,12 +322,7 @@ async function readJsonFiles(
   return out;
 }
 
-async function readJson(
-  file: string,
-  shown: string,
-  problems: string[],
-  options: { optional?: boolean } = {},
-): Promise<unknown> {
+async function readJson(file: string, shown: string, problems: string[], options: { optional?: boolean } = {}): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, "utf8");

@@ -23,8 +23,7 @@ export function paramsSchema(specs: readonly ParamSpec[]): z.ZodType<ParamValues
   const shape: Record<string, z.ZodType<ParamValue | undefined>> = {};
   for (const spec of specs) {
     const value = paramValue(spec);
-    shape[spec.name] =
-      spec.default !== undefined ? value.default(spec.default) : spec.required ? value : value.optional();
+    shape[spec.name] = spec.default !== undefined ? value.default(spec.default) : spec.required ? value : value.optional();
   }
   return z.object(shape).strict() as unknown as z.ZodType<ParamValues>;
 }

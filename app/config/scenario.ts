@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { parseCondition, type ConditionExpr } from "./condition.js";
+import { type ConditionExpr, parseCondition } from "./condition.js";
 import { localizedNamesSchema, wbIdSchema } from "./device.js";
 
 export const paramValueSchema = z.union([z.string(), z.number(), z.boolean()]);

@@ -7,7 +7,10 @@ export const logLevelSchema = z.enum(["fatal", "error", "warn", "info", "debug",
 export const mqttConfigSchema = z
   .object({
     /** Broker to connect to; ignored while the embedded broker is enabled. */
-    url: z.string().regex(/^mqtts?:\/\/[^\s]+$/, "expected mqtt://host:port or mqtts://host:port").optional(),
+    url: z
+      .string()
+      .regex(/^mqtts?:\/\/[^\s]+$/, "expected mqtt://host:port or mqtts://host:port")
+      .optional(),
     client_id: z.string().min(1).max(64).default("wb-bridge"),
     /** Names of environment variables holding the credentials; never the secrets themselves. */
     username_env: z.string().min(1).optional(),
@@ -38,7 +41,12 @@ export const backupConfigSchema = z
     /** Where backups go; default `backups/` beside the database. */
     dir: z.string().min(1).optional(),
     /** Seconds between automatic backups; 0 disables them. */
-    interval_s: z.number().int().min(0).max(7 * 24 * 3600).default(300),
+    interval_s: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 24 * 3600)
+      .default(300),
     /** How many backups are kept; older ones are deleted after a new one is verified. */
     keep: z.number().int().min(1).max(1000).default(10),
   })
@@ -75,7 +83,12 @@ export const persistenceConfigSchema = z
      * A full disk never stops it: writes resume once space is freed.
      */
     io_failure_exit_ms: z.number().int().min(0).max(86_400_000).default(30_000),
-    max_value_bytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+    max_value_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(64 * 1024 * 1024)
+      .default(1024 * 1024),
     backups: backupConfigSchema.prefault({}),
     encryption: encryptionConfigSchema.prefault({}),
     history: historyConfigSchema.prefault({}),
@@ -129,7 +142,10 @@ export const systemConfigSchema = z
     mqtt: mqttConfigSchema.prefault({}),
     http: httpConfigSchema.prefault({}),
     persistence: persistenceConfigSchema.prefault({}),
-    logging: z.object({ level: logLevelSchema.default("info") }).strict().prefault({}),
+    logging: z
+      .object({ level: logLevelSchema.default("info") })
+      .strict()
+      .prefault({}),
     auth: authConfigSchema.prefault({}),
     metrics: metricsConfigSchema.prefault({}),
     rate_limit: rateLimitConfigSchema.prefault({}),

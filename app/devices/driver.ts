@@ -5,8 +5,8 @@ import type { ParamValues } from "../config/scenario.js";
 import type { MessageHandler, PublishOptions } from "../mqtt/gateway.js";
 import type { WbControlType } from "../mqtt/wb-values.js";
 import { AppError } from "../shared/errors.js";
-import { unknownControlOverrides } from "./controls.js";
 import type { JsonObject } from "../shared/json.js";
+import { unknownControlOverrides } from "./controls.js";
 
 /** A state field shown as a Wiren Board control. */
 export interface StateControl {

@@ -1,19 +1,19 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import type { DeviceDefinition, ParamSpec } from "../config/device.js";
 import type { z } from "zod";
+import type { DeviceDefinition, ParamSpec } from "../config/device.js";
 import { paramsSchema } from "../config/params.js";
 import type { ParamValues } from "../config/scenario.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
-import type { EventSink } from "../shared/event-bus.js";
 import { AppError, BadRequestError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
+import type { EventSink } from "../shared/event-bus.js";
 import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import type { ReadResult, StateService } from "../state/service.js";
-import { deriveControls, type DeviceControl } from "./controls.js";
-import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverMqtt, type DriverRegistry } from "./driver.js";
+import { type DeviceControl, deriveControls } from "./controls.js";
+import { type DeviceDriver, DeviceUnreachableError, type DriverContext, type DriverMqtt, type DriverRegistry } from "./driver.js";
 import type { ActionFailedEvent, ChangeSource, DeviceReachabilityEvent, DeviceStateEvent } from "./events.js";
-import { deviceKey, deviceRecordSchema, storedDeviceRecordSchema, type DeviceRecord } from "./record.js";
+import { type DeviceRecord, deviceKey, deviceRecordSchema, storedDeviceRecordSchema } from "./record.js";
 
 export interface DeviceEvents extends Record<string, unknown> {
   "device.state": DeviceStateEvent;
@@ -283,9 +283,7 @@ export class DeviceManager {
     if (!device) return;
     void this.queue.run(id, async () => {
       const record = value === null ? null : deviceRecordSchema.safeParse(value);
-      const state = record?.success
-        ? device.driver.stateSchema.safeParse({ ...device.driver.defaultState(), ...record.data.state })
-        : null;
+      const state = record?.success ? device.driver.stateSchema.safeParse({ ...device.driver.defaultState(), ...record.data.state }) : null;
       if (value !== null && !state?.success) {
         this.log.warn({ key: deviceKey(id) }, "restored device state fails the driver schema; kept the current state");
         return;
@@ -341,9 +339,11 @@ export class DeviceManager {
   private readonly applyFeedback = (id: string, change: Partial<JsonObject>): void => {
     const device = this.devices.get(id);
     if (!device) return;
-    this.queue.run(id, () => this.commit(id, device, change, "device")).catch((err: unknown) => {
-      this.log.error({ device: id, err: errorMessage(err) }, "device feedback could not be applied");
-    });
+    this.queue
+      .run(id, () => this.commit(id, device, change, "device"))
+      .catch((err: unknown) => {
+        this.log.error({ device: id, err: errorMessage(err) }, "device feedback could not be applied");
+      });
   };
 
   private readonly markReachable = (id: string, reachable: boolean): void => this.setReachable(id, reachable);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { jsonObjectSchema, type JsonObject } from "../shared/json.js";
+import { type JsonObject, jsonObjectSchema } from "../shared/json.js";
 
 /** What `device:<id>` holds: the driver's state with the driver and its schema version. */
 export const deviceRecordSchema = z

@@ -5,8 +5,8 @@ import type { ParamValues } from "../config/scenario.js";
 import type { InboundMessage, MqttGateway, OutboundMessage } from "../mqtt/gateway.js";
 import { parseControlOnTopic, wbTopics } from "../mqtt/topics.js";
 import { encodeWbError, encodeWbValue } from "../mqtt/wb-values.js";
-import type { EventSource } from "../shared/event-bus.js";
 import { errorMessage } from "../shared/errors.js";
+import type { EventSource } from "../shared/event-bus.js";
 import type { ActionFailedEvent, DeviceReachabilityEvent, DeviceStateEvent } from "./events.js";
 import type { DeviceEvents, DeviceManager, DeviceSnapshot } from "./manager.js";
 
@@ -134,7 +134,9 @@ export class WbDeviceAdapter {
       // Answered, but neither retained nor tracked: each made-up control name would
       // otherwise add a retained topic and a flag entry that live forever.
       this.log.warn({ device: target.device, control: target.control, reason: "no such control" }, "MQTT command rejected");
-      void this.deps.mqtt.publishMany([{ topic: wbTopics.controlError(target.device, target.control), payload: "w", retain: false, qos: 1 }]);
+      void this.deps.mqtt.publishMany([
+        { topic: wbTopics.controlError(target.device, target.control), payload: "w", retain: false, qos: 1 },
+      ]);
       return;
     }
     const command = control.action ? s.definition.commands[control.action] : undefined;
@@ -195,10 +197,7 @@ export class WbDeviceAdapter {
 }
 
 /** The `/on` payload becomes the command's first param; a command without params ignores it. */
-function payloadParams(
-  command: CommandSpec,
-  payload: string,
-): { ok: true; value: ParamValues } | { ok: false; reason: string } {
+function payloadParams(command: CommandSpec, payload: string): { ok: true; value: ParamValues } | { ok: false; reason: string } {
   const first = command.params[0];
   if (!first) return { ok: true, value: {} };
   const value = parsePayload(first, payload);

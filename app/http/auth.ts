@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import type { RemoteKeyOptions } from "../auth/keys.js";
 import { isGranted } from "../auth/permissions.js";
-import { createTokenVerifier, InvalidTokenError, KeySourceUnavailableError, type AuthContext } from "../auth/verifier.js";
+import { type AuthContext, createTokenVerifier, InvalidTokenError, KeySourceUnavailableError } from "../auth/verifier.js";
 import type { Bridge } from "../lifespan.js";
 import type { ErrorBody } from "./errors.js";
 import type { Permission } from "./permissions.js";
@@ -145,10 +145,7 @@ export async function registerAuth(app: FastifyInstance, bridge: Bridge, options
     if (!isGranted(context.permissions, needed)) {
       request.log.info({ subject: context.subject, needed }, "permission denied");
       const body: ErrorBody = { error: { code: "forbidden", message: `needs ${needed}` } };
-      return reply
-        .status(403)
-        .header("www-authenticate", `${REALM}, error="insufficient_scope", scope="${needed}"`)
-        .send(body);
+      return reply.status(403).header("www-authenticate", `${REALM}, error="insufficient_scope", scope="${needed}"`).send(body);
     }
   });
 }

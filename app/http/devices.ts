@@ -1,5 +1,6 @@
 import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
 import type { DeviceDefinition } from "../config/device.js";
 import type { DeviceStateView } from "../devices/manager.js";
 import type { Bridge } from "../lifespan.js";
@@ -11,8 +12,7 @@ import {
   errorResponseSchema,
   idParamsSchema,
 } from "./schemas.js";
-import { trustedJsonSerializer, type AssertTrue, type SameKeys } from "./serializer.js";
-import { z } from "zod";
+import { type AssertTrue, type SameKeys, trustedJsonSerializer } from "./serializer.js";
 
 /** The state route's trusted serializer needs the view to have exactly the documented fields. */
 export type StateViewMatchesSchema = AssertTrue<SameKeys<DeviceStateView, z.output<typeof deviceStateSchema>>>;
@@ -29,24 +29,23 @@ function summary(device: DeviceDefinition) {
 
 export function devicesRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/devices", { config: { permission: "devices:read" },  schema: { response: { 200: z.array(deviceSummarySchema) } } }, async () =>
+    app.get("/devices", { config: { permission: "devices:read" }, schema: { response: { 200: z.array(deviceSummarySchema) } } }, async () =>
       bridge.devices.list().map(summary),
     );
 
     app.get(
       "/devices/:id",
       {
-        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: deviceDetailSchema, 404: errorResponseSchema } } },
+        config: { permission: "devices:read" },
+        schema: { params: idParamsSchema, response: { 200: deviceDetailSchema, 404: errorResponseSchema } },
+      },
       async (request) => {
         const device = bridge.devices.get(request.params.id);
         return {
           ...summary(device),
           file: device.file,
           commands: Object.fromEntries(
-            Object.entries(device.commands).map(([name, c]) => [
-              name,
-              { description: c.description ?? null, params: c.params },
-            ]),
+            Object.entries(device.commands).map(([name, c]) => [name, { description: c.description ?? null, params: c.params }]),
           ),
           controls: bridge.devices.controls(device.device_id).map((c) => ({
             id: c.id,
@@ -80,8 +79,7 @@ export function devicesRoutes(bridge: Bridge): FastifyPluginAsyncZod {
           response: { 200: deviceStateSchema, 400: errorResponseSchema, 404: errorResponseSchema },
         },
       },
-      async (request) =>
-        bridge.devices.performAction(request.params.id, request.body.action, request.body.params ?? {}, "http"),
+      async (request) => bridge.devices.performAction(request.params.id, request.body.action, request.body.params ?? {}, "http"),
     );
   };
 }

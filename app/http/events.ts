@@ -21,9 +21,7 @@ export interface EventsOptions {
 /** Top-level keys in the API's snake_case (`deviceId` -> `device_id`). */
 function toWire(payload: unknown): unknown {
   if (!payload || typeof payload !== "object" || Array.isArray(payload)) return payload;
-  return Object.fromEntries(
-    Object.entries(payload).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]),
-  );
+  return Object.fromEntries(Object.entries(payload).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
 
 /**

@@ -13,13 +13,9 @@ export function metricsRoutes(bridge: Bridge): FastifyPluginAsync {
   const settings = bridge.config.system.metrics;
   return async (app) => {
     if (!settings.enabled) return;
-    app.get(
-      "/metrics",
-      { config: { permission: settings.public ? "public" : "admin" } },
-      async (_request, reply) => {
-        const body = await bridge.metrics.scrape();
-        return reply.type(METRICS_CONTENT_TYPE).header("cache-control", "no-store").send(body);
-      },
-    );
+    app.get("/metrics", { config: { permission: settings.public ? "public" : "admin" } }, async (_request, reply) => {
+      const body = await bridge.metrics.scrape();
+      return reply.type(METRICS_CONTENT_TYPE).header("cache-control", "no-store").send(body);
+    });
   };
 }

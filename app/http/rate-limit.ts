@@ -1,4 +1,4 @@
-import rateLimit, { normalizeIP, type FastifyRateLimitStore } from "@fastify/rate-limit";
+import rateLimit, { type FastifyRateLimitStore, normalizeIP } from "@fastify/rate-limit";
 import type { FastifyInstance, FastifyRequest, RouteOptions } from "fastify";
 import type { SystemConfig } from "../config/system.js";
 import { AppError } from "../shared/errors.js";

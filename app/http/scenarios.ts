@@ -105,53 +105,69 @@ function definition(s: ScenarioDefinition): z.infer<typeof definitionResponse> {
 export function scenariosRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   const scenarios = bridge.scenarios;
   return async (app) => {
-    app.get("/scenarios", { config: { permission: "devices:read" },  schema: { response: { 200: z.array(scenarioSummary) } } }, async () =>
+    app.get("/scenarios", { config: { permission: "devices:read" }, schema: { response: { 200: z.array(scenarioSummary) } } }, async () =>
       scenarios.list().map(summary),
     );
 
     app.get(
       "/scenarios/:id",
       {
-        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: scenarioSummary, 404: errorResponseSchema } } },
+        config: { permission: "devices:read" },
+        schema: { params: idParamsSchema, response: { 200: scenarioSummary, 404: errorResponseSchema } },
+      },
       async (request) => summary(scenarios.get(request.params.id)),
     );
 
     app.get(
       "/scenario/definition/:id",
       {
-        config: { permission: "devices:read" }, schema: { params: idParamsSchema, response: { 200: definitionResponse, 404: errorResponseSchema } } },
+        config: { permission: "devices:read" },
+        schema: { params: idParamsSchema, response: { 200: definitionResponse, 404: errorResponseSchema } },
+      },
       async (request) => definition(scenarios.get(request.params.id)),
     );
 
-    app.get("/scenario/state", { config: { permission: "devices:read" },  schema: { response: { 200: scenarioStateResponse } } }, async () => {
-      return scenarios.state() ?? { scenario_id: null, devices: {}, switched_at: null, failed_steps: [] };
-    });
+    app.get(
+      "/scenario/state",
+      { config: { permission: "devices:read" }, schema: { response: { 200: scenarioStateResponse } } },
+      async () => {
+        return scenarios.state() ?? { scenario_id: null, devices: {}, switched_at: null, failed_steps: [] };
+      },
+    );
 
     app.post(
       "/scenario/switch",
       {
-        config: { permission: "scenarios:control" }, schema: { body: switchBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
+        config: { permission: "scenarios:control" },
+        schema: { body: switchBody, response: { 200: scenarioChangeResultSchema, ...errors } },
+      },
       async (request) => scenarios.switch(request.body.id, { graceful: request.body.graceful }),
     );
 
     app.post(
       "/scenario/start",
       {
-        config: { permission: "scenarios:control" }, schema: { body: startBody, response: { 200: scenarioChangeResultSchema, ...errors } } },
+        config: { permission: "scenarios:control" },
+        schema: { body: startBody, response: { 200: scenarioChangeResultSchema, ...errors } },
+      },
       async (request) => scenarios.start(request.body.id),
     );
 
     app.post(
       "/scenario/shutdown",
       {
-        config: { permission: "scenarios:control" }, schema: { response: { 200: scenarioChangeResultSchema, ...errors } } },
+        config: { permission: "scenarios:control" },
+        schema: { response: { 200: scenarioChangeResultSchema, ...errors } },
+      },
       async () => scenarios.shutdownActive(),
     );
 
     app.post(
       "/scenario/role_action",
       {
-        config: { permission: "scenarios:control" }, schema: { body: roleActionBody, response: { 200: roleActionResponse, ...errors } } },
+        config: { permission: "scenarios:control" },
+        schema: { body: roleActionBody, response: { 200: roleActionResponse, ...errors } },
+      },
       async (request) => {
         const { role, action, params } = request.body;
         return scenarios.roleAction(role, action, params ?? {});

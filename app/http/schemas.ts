@@ -18,10 +18,7 @@ export const deviceSummarySchema = z.object({
 
 export const deviceDetailSchema = deviceSummarySchema.extend({
   file: z.string(),
-  commands: z.record(
-    z.string(),
-    z.object({ description: z.string().nullable(), params: z.array(paramSpecSchema) }),
-  ),
+  commands: z.record(z.string(), z.object({ description: z.string().nullable(), params: z.array(paramSpecSchema) })),
   controls: z.array(z.object({ id: z.string(), type: z.string(), readonly: z.boolean(), order: z.number() })),
 });
 

@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Bridge } from "../lifespan.js";
-import { restoreBackupOnline } from "../state/backup-restore.js";
-import { INTERNAL_NAMESPACES, namespaceOf, type ChangeOptions } from "../state/service.js";
-import { TRANSITIONS } from "../state/store.js";
 import { ConflictError, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import { jsonObjectSchema } from "../shared/json.js";
+import { restoreBackupOnline } from "../state/backup-restore.js";
+import { type ChangeOptions, INTERNAL_NAMESPACES, namespaceOf } from "../state/service.js";
+import { TRANSITIONS } from "../state/store.js";
 import "./permissions.js";
 import { errorResponseSchema } from "./schemas.js";
 
@@ -41,7 +41,14 @@ const pageQuery = z.object({
 /** What PUT and PATCH /state/:key take: the key, an optional TTL, If-Match, a JSON object. */
 const valueWrite = {
   params: keyParams,
-  querystring: z.object({ ttl: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600).optional() }),
+  querystring: z.object({
+    ttl: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(10 * 365 * 24 * 3600)
+      .optional(),
+  }),
   headers: z.object({ "if-match": z.string().optional() }).passthrough(),
   body: jsonObjectSchema,
 };
@@ -67,7 +74,16 @@ function writable(key: string): void {
   }
 }
 
-function historyView(h: { id: number; key: string; old: unknown; new: unknown; transition: (typeof TRANSITIONS)[number]; source: string; actor: string | null; at: number }) {
+function historyView(h: {
+  id: number;
+  key: string;
+  old: unknown;
+  new: unknown;
+  transition: (typeof TRANSITIONS)[number];
+  source: string;
+  actor: string | null;
+  at: number;
+}) {
   return { ...h, at: new Date(h.at).toISOString() } as z.infer<typeof historyItemSchema>;
 }
 
@@ -114,7 +130,10 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
           request.body,
           change("http", request.headers["if-match"], request.query.ttl),
         );
-        return reply.status(existed ? 200 : 201).header("etag", etag).send(body);
+        return reply
+          .status(existed ? 200 : 201)
+          .header("etag", etag)
+          .send(body);
       },
     );
 
@@ -202,17 +221,17 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       {
         config: { permission: "admin" },
         schema: {
-          body: z.object({ label: z.string().min(1).max(200), key: z.string().optional(), prefix: z.string().max(200).optional() }).strict(),
+          body: z
+            .object({ label: z.string().min(1).max(200), key: z.string().optional(), prefix: z.string().max(200).optional() })
+            .strict(),
           response: { 201: recoveryInfoSchema },
         },
       },
       async (request, reply) => reply.status(201).send(await bridge.recovery.create(request.body, { source: "http" })),
     );
 
-    app.get(
-      "/recovery-points",
-      { config: { permission: "admin" }, schema: { response: { 200: z.array(recoveryInfoSchema) } } },
-      async () => bridge.recovery.list(),
+    app.get("/recovery-points", { config: { permission: "admin" }, schema: { response: { 200: z.array(recoveryInfoSchema) } } }, async () =>
+      bridge.recovery.list(),
     );
 
     app.post(
@@ -266,8 +285,19 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
           response: {
             200: z.object({
               backups: z.array(backupInfoSchema),
-              last_result: z.object({ at: z.string(), ok: z.boolean(), reason: z.string(), file: z.string().optional(), error: z.string().optional(), duration_ms: z.number() }).nullable(),
-              restored_at_start: z.object({ backup: z.string(), backup_created_at: z.string(), quarantined_to: z.string(), at: z.string() }).nullable(),
+              last_result: z
+                .object({
+                  at: z.string(),
+                  ok: z.boolean(),
+                  reason: z.string(),
+                  file: z.string().optional(),
+                  error: z.string().optional(),
+                  duration_ms: z.number(),
+                })
+                .nullable(),
+              restored_at_start: z
+                .object({ backup: z.string(), backup_created_at: z.string(), quarantined_to: z.string(), at: z.string() })
+                .nullable(),
             }),
           },
         },
@@ -279,14 +309,10 @@ export function stateRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       }),
     );
 
-    app.post(
-      "/backups",
-      { config: { permission: "admin" }, schema: { response: { 201: backupInfoSchema } } },
-      async (_request, reply) => {
-        const { path: _path, ...info } = await backups().create("manual");
-        return reply.status(201).send(info);
-      },
-    );
+    app.post("/backups", { config: { permission: "admin" }, schema: { response: { 201: backupInfoSchema } } }, async (_request, reply) => {
+      const { path: _path, ...info } = await backups().create("manual");
+      return reply.status(201).send(info);
+    });
 
     app.post(
       "/backups/:file/restore",

@@ -30,9 +30,7 @@ const healthSchema = z.object({
     cache_hit_rate: z.null(),
     encrypted: z.boolean(),
     key_id: z.string().nullable(),
-    last_backup: z
-      .object({ at: z.string(), ok: z.boolean(), file: z.string().optional(), error: z.string().optional() })
-      .nullable(),
+    last_backup: z.object({ at: z.string(), ok: z.boolean(), file: z.string().optional(), error: z.string().optional() }).nullable(),
     restored_from_backup: z
       .object({ backup: z.string(), backup_created_at: z.string(), quarantined_to: z.string(), at: z.string() })
       .nullable(),
@@ -107,7 +105,7 @@ function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
 
 export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/health", { config: { permission: "devices:read" },  schema: { response: { 200: healthSchema } } }, async (request) => {
+    app.get("/health", { config: { permission: "devices:read" }, schema: { response: { 200: healthSchema } } }, async (request) => {
       const phase = bridge.phase;
       // Details that need I/O are reported as unknown (null) rather than failing the health check.
       const [keys, dbSize] = await Promise.all([
@@ -147,13 +145,21 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
       };
     });
 
-    app.get("/health/live", { config: { permission: "public" },  schema: { response: { 200: z.object({ live: z.literal(true) }) } } }, async () => ({
-      live: true as const,
-    }));
+    app.get(
+      "/health/live",
+      { config: { permission: "public" }, schema: { response: { 200: z.object({ live: z.literal(true) }) } } },
+      async () => ({
+        live: true as const,
+      }),
+    );
 
-    app.get("/health/ready", { config: { permission: "public" },  schema: { response: { 200: readySchema, 503: readySchema } } }, async (_request, reply) => {
-      const reasons = readiness(bridge);
-      return reply.status(reasons.length === 0 ? 200 : 503).send({ ready: reasons.length === 0, reasons });
-    });
+    app.get(
+      "/health/ready",
+      { config: { permission: "public" }, schema: { response: { 200: readySchema, 503: readySchema } } },
+      async (_request, reply) => {
+        const reasons = readiness(bridge);
+        return reply.status(reasons.length === 0 ? 200 : 503).send({ ready: reasons.length === 0, reasons });
+      },
+    );
   };
 }

@@ -1,6 +1,6 @@
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { MqttClient, UniqueMessageIdProvider, type IClientOptions } from "mqtt";
+import { type IClientOptions, MqttClient, UniqueMessageIdProvider } from "mqtt";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { assertPublishableTopic, topicMatches } from "./topics.js";
@@ -273,7 +273,10 @@ export class MqttGateway {
 
   private async subscribeFilters(filters: string[]): Promise<void> {
     if (!this.client || filters.length === 0) return;
-    await this.client.subscribeAsync(filters.map((f) => f), { qos: 1 });
+    await this.client.subscribeAsync(
+      filters.map((f) => f),
+      { qos: 1 },
+    );
   }
 
   private scheduleReconnect(): void {

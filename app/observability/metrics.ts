@@ -1,7 +1,7 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { ActionFailedEvent, DeviceStateEvent } from "../devices/events.js";
-import type { EventSource } from "../shared/event-bus.js";
 import type { ScenarioShutdownEvent, ScenarioSwitchedEvent } from "../scenarios/state.js";
+import type { EventSource } from "../shared/event-bus.js";
 import type { BackupResult } from "../state/backups.js";
 
 /** What DeviceManager reports after each action it accepted (known device and action). */

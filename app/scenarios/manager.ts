@@ -1,32 +1,24 @@
 import type { Logger } from "pino";
+import { conditionFields } from "../config/condition.js";
 import type { ParamValues, ScenarioDefinition } from "../config/scenario.js";
 import type { DeviceManager } from "../devices/manager.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
-import type { EventSink } from "../shared/event-bus.js";
 import { BadRequestError, ConflictError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
+import type { EventSink } from "../shared/event-bus.js";
 import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import { realSleep, type Sleep } from "../shared/sleep.js";
 import type { StateService } from "../state/service.js";
-import { conditionFields } from "../config/condition.js";
-import {
-  runEveryStep,
-  runSteps,
-  sharedDevices,
-  skipSharedDevices,
-  skipSharedPower,
-  type StepLog,
-  type StepRunnerDeps,
-} from "./runner.js";
+import { runEveryStep, runSteps, type StepLog, type StepRunnerDeps, sharedDevices, skipSharedDevices, skipSharedPower } from "./runner.js";
 import {
   SCENARIO_LAST_KEY,
-  scenarioStateSchema,
   type ScenarioChangeResult,
   type ScenarioShutdownEvent,
   type ScenarioState,
   type ScenarioSwitchedEvent,
+  scenarioStateSchema,
 } from "./state.js";
-import { ScenarioWbDevice, type ScenarioCommands } from "./wb-device.js";
+import { type ScenarioCommands, ScenarioWbDevice } from "./wb-device.js";
 
 export interface ScenarioEvents extends Record<string, unknown> {
   "scenario.switched": ScenarioSwitchedEvent;

@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
+import { evaluateCondition } from "../config/condition.js";
 import type { ScenarioStep } from "../config/scenario.js";
 import type { DeviceManager } from "../devices/manager.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Sleep } from "../shared/sleep.js";
-import { evaluateCondition } from "../config/condition.js";
 import type { FailedStep, SkippedStep, SkipReason, StepPhase } from "./state.js";
 
 /**

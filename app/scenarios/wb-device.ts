@@ -1,12 +1,12 @@
 import type { Logger } from "pino";
 import type { ParamValues, ScenarioDefinition } from "../config/scenario.js";
+import { NO_SCENARIO, roleButtonActions, roleControlId, SCENARIO_CONTROL, SCENARIO_DEVICE_ID } from "../config/scenario-wb-names.js";
 import type { DeviceManager } from "../devices/manager.js";
 import type { InboundMessage, MqttGateway } from "../mqtt/gateway.js";
 import { parseControlOnTopic, wbTopics } from "../mqtt/topics.js";
 import { encodeWbValue, type WbControlMeta, type WbTitle } from "../mqtt/wb-values.js";
 import { AppError, errorMessage } from "../shared/errors.js";
 import type { ScenarioChangeResult } from "./state.js";
-import { NO_SCENARIO, roleButtonActions, roleControlId, SCENARIO_CONTROL, SCENARIO_DEVICE_ID } from "../config/scenario-wb-names.js";
 
 /** What the device does when someone writes to it; the ScenarioManager provides it. */
 export interface ScenarioCommands {

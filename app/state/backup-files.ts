@@ -140,9 +140,7 @@ export async function verifyDatabaseFile(path: string, busyTimeoutMs: number): P
     if (answers.length !== 1 || answers[0] !== "ok") {
       failure = new BackupError(`${path} failed the integrity check: ${answers.slice(0, 3).join("; ") || "no answer"}`);
     } else {
-      const table = await conn.get<{ name: string }>(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'state_store'",
-      );
+      const table = await conn.get<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'state_store'");
       if (!table) failure = new BackupError(`${path} has no state_store table`);
     }
   } catch (err) {

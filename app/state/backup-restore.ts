@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { NotFoundError } from "../shared/errors.js";
 import type { BackupManager } from "./backups.js";
 import type { ValueCodec } from "./codec.js";
-import { INTERNAL_NAMESPACES, namespaceOf, type ChangeOptions, type StateService } from "./service.js";
+import { type ChangeOptions, INTERNAL_NAMESPACES, namespaceOf, type StateService } from "./service.js";
 import { SQLiteStateStore } from "./sqlite-store.js";
 import { isUndecodable } from "./store.js";
 

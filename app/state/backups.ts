@@ -5,9 +5,8 @@ import { basename, dirname, join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import {
-  BackupError,
-  SIDE_SUFFIXES,
   asideStamp,
+  BackupError,
   compactStamp,
   exists,
   fsyncDir,
@@ -17,6 +16,7 @@ import {
   parseCompactStamp,
   removeIfPresent,
   renameNoReplace,
+  SIDE_SUFFIXES,
   verifyDatabaseFile,
 } from "./backup-files.js";
 import { SqliteConnection } from "./sqlite-connection.js";
@@ -141,10 +141,7 @@ export class BackupManager {
       this.options.log.info("scheduled backups are disabled (interval 0)");
       return;
     }
-    this.options.log.info(
-      { dir: this.dir, interval_s: this.options.intervalS, keep: this.options.keep },
-      "scheduled backups started",
-    );
+    this.options.log.info({ dir: this.dir, interval_s: this.options.intervalS, keep: this.options.keep }, "scheduled backups started");
     this.arm();
   }
 
@@ -341,7 +338,10 @@ export async function listBackups(dir: string): Promise<BackupInfo[]> {
     throw new BackupError(`cannot list backups in ${absolute}: ${errorMessage(err)}`, { cause: err });
   }
   const infos: BackupInfo[] = [];
-  for (const name of names.filter((n) => BACKUP_NAME.test(n)).sort().reverse()) {
+  for (const name of names
+    .filter((n) => BACKUP_NAME.test(n))
+    .sort()
+    .reverse()) {
     const path = join(absolute, name);
     let info: Stats;
     try {
@@ -395,8 +395,7 @@ export async function restoreNewestBackup(options: RestoreNewestOptions): Promis
     }
     log.error(
       { dbPath, backup: backup.path, created_at: backup.created_at },
-      `state database ${dbPath} was restored from backup ${backup.file}; ` +
-        `changes made after ${backup.created_at} are lost`,
+      `state database ${dbPath} was restored from backup ${backup.file}; ` + `changes made after ${backup.created_at} are lost`,
     );
     return backup;
   }

@@ -4,7 +4,7 @@
  * `isCurrent` is true for every stored value. Stored values carry no TTL.
  */
 import { CodecError, type ValueCodec } from "./codec.js";
-import { FernetError, fernetDecrypt, fernetEncrypt, parseFernetKey, type FernetKey } from "./fernet.js";
+import { FernetError, type FernetKey, fernetDecrypt, fernetEncrypt, parseFernetKey } from "./fernet.js";
 
 /** Reasons a token gives before any key is involved (or once its key matched): no other key can help. */
 const FINAL_REASONS: ReadonlySet<string> = new Set(["invalid_base64", "bad_version", "too_short", "bad_size", "bad_padding"]);

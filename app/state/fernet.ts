@@ -7,8 +7,9 @@
  * Key material never leaves this module: a FernetKey holds it in KeyObjects, prints as its
  * fingerprint, and no error message carries key (or token) text.
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, timingSafeEqual } from "node:crypto";
+
 import type { KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, timingSafeEqual } from "node:crypto";
 import { inspect } from "node:util";
 
 const VERSION = 0x80;
@@ -175,11 +176,7 @@ function secondsOf(date: Date, what: string): number {
  * Encrypts `plaintext` (strings as UTF-8) into a token. `iv` and `now` are for tests and
  * test vectors only: in use the IV must be fresh random bytes (the default).
  */
-export function fernetEncrypt(
-  key: FernetKeyInput,
-  plaintext: string | Buffer,
-  options: { iv?: Buffer; now?: Date } = {},
-): string {
+export function fernetEncrypt(key: FernetKeyInput, plaintext: string | Buffer, options: { iv?: Buffer; now?: Date } = {}): string {
   const k = toKey(key);
   const iv = options.iv ?? randomBytes(BLOCK);
   if (iv.length !== BLOCK) throw new RangeError(`the IV must be ${BLOCK} bytes`);

@@ -1,14 +1,14 @@
 import type { JsonObject } from "../shared/json.js";
 import {
-  StoreClosedError,
-  StoreWriteError,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
   type ListedEntry,
   type ListOptions,
   type StateStore,
+  StoreClosedError,
   type StoredEntry,
+  StoreWriteError,
   type WriteOp,
 } from "./store.js";
 

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { BadRequestError, NotFoundError } from "../shared/errors.js";
-import { jsonObjectSchema, type JsonObject } from "../shared/json.js";
-import { INTERNAL_NAMESPACES, assertValidKey, namespaceOf, type ChangeOptions, type StateService } from "./service.js";
+import { type JsonObject, jsonObjectSchema } from "../shared/json.js";
+import { assertValidKey, type ChangeOptions, INTERNAL_NAMESPACES, namespaceOf, type StateService } from "./service.js";
 import { isUndecodable } from "./store.js";
 
 const PREFIX = "recovery:";
@@ -71,7 +71,11 @@ export class RecoveryPoints {
     const id = `rp-${created.toISOString().replace(/[-:.]/g, "").replace("T", "-")}-${randomBytes(3).toString("hex")}`;
     const point: Point = { id, label: request.label, scope, created_at: created.toISOString(), entries };
     await this.state.store.write([
-      { key: PREFIX + id, value: point as unknown as JsonObject, meta: { transition: "create", source: options.source, actor: options.actor } },
+      {
+        key: PREFIX + id,
+        value: point as unknown as JsonObject,
+        meta: { transition: "create", source: options.source, actor: options.actor },
+      },
     ]);
     return info(point);
   }
@@ -89,7 +93,9 @@ export class RecoveryPoints {
   async restore(id: string, options: ChangeOptions): Promise<{ restored: number; deleted: number }> {
     const point = await this.load(id);
     const kept = new Set(point.entries.map((e) => e.key));
-    const now = await this.state.store.list(point.scope.type === "key" ? point.scope.key : point.scope.type === "prefix" ? point.scope.prefix : "");
+    const now = await this.state.store.list(
+      point.scope.type === "key" ? point.scope.key : point.scope.type === "prefix" ? point.scope.prefix : "",
+    );
     const stale = now.filter((e) => inScope(point.scope, e.key) && !kept.has(e.key)).map((e) => e.key);
     // A key-scoped point of a key that did not exist then means: it should not exist.
     await this.state.restoreEntries(
@@ -101,7 +107,9 @@ export class RecoveryPoints {
 
   async delete(id: string, options: ChangeOptions): Promise<void> {
     await this.load(id);
-    await this.state.store.write([{ key: PREFIX + id, value: null, meta: { transition: "delete", source: options.source, actor: options.actor } }]);
+    await this.state.store.write([
+      { key: PREFIX + id, value: null, meta: { transition: "delete", source: options.source, actor: options.actor } },
+    ]);
   }
 
   /** Keeps the newest `keep` and removes those older than `olderThanMs`; returns how many went. */

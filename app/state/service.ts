@@ -6,10 +6,10 @@ import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import { deepMerge, getPath } from "./merge.js";
 import {
-  isUndecodable,
-  StateDecodeError,
   type HistoryEntry,
   type HistoryRetention,
+  isUndecodable,
+  StateDecodeError,
   type StateStore,
   type StoredEntry,
   type Transition,
@@ -17,10 +17,7 @@ import {
 } from "./store.js";
 
 /** Outcome of reading a key against a schema: a bad stored value is reported, never thrown. */
-export type ReadResult<T> =
-  | { status: "missing" }
-  | { status: "ok"; value: T; updatedAt?: number }
-  | { status: "invalid"; reason: string };
+export type ReadResult<T> = { status: "missing" } | { status: "ok"; value: T; updatedAt?: number } | { status: "invalid"; reason: string };
 
 export interface ChangeOptions {
   source: string;
@@ -370,7 +367,14 @@ export class StateService {
     }));
     await this.persist(ops);
     for (const e of restored) {
-      this.notify({ key: e.key, old: olds.get(e.key) ?? null, new: e.value, transition, source: options.source, actor: options.actor ?? null });
+      this.notify({
+        key: e.key,
+        old: olds.get(e.key) ?? null,
+        new: e.value,
+        transition,
+        source: options.source,
+        actor: options.actor ?? null,
+      });
     }
     return entries.length;
   }
@@ -433,9 +437,7 @@ export class StateService {
     const expiresAt =
       options.ttlMs === undefined ? (current?.expiresAt ?? null) : options.ttlMs === null ? null : this.now() + options.ttlMs;
     const version = spec?.version ?? 1;
-    await this.persist([
-      { key, value: checked, version, expiresAt, meta: { transition, source: options.source, actor: options.actor } },
-    ]);
+    await this.persist([{ key, value: checked, version, expiresAt, meta: { transition, source: options.source, actor: options.actor } }]);
     this.notify({ key, old: current?.value ?? null, new: checked, transition, source: options.source, actor: options.actor ?? null });
     return { key, value: checked, version, updatedAt: this.now(), expiresAt };
   }
@@ -504,12 +506,7 @@ export class StateService {
     return { value: next, version: target };
   }
 
-  private check<S extends z.ZodType<JsonObject>>(
-    key: string,
-    raw: JsonObject,
-    schema: S,
-    updatedAt: number,
-  ): ReadResult<z.infer<S>> {
+  private check<S extends z.ZodType<JsonObject>>(key: string, raw: JsonObject, schema: S, updatedAt: number): ReadResult<z.infer<S>> {
     const parsed = schema.safeParse(raw);
     if (parsed.success) return { status: "ok", value: parsed.data, updatedAt };
     const reason = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");

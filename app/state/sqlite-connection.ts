@@ -32,8 +32,7 @@ export class SqliteConnection {
   private constructor(private readonly db: sqlite3.Database) {}
 
   static open(path: string, mode: "readwrite-create" | "readwrite"): Promise<SqliteConnection> {
-    const flags =
-      mode === "readwrite-create" ? sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE : sqlite3.OPEN_READWRITE;
+    const flags = mode === "readwrite-create" ? sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE : sqlite3.OPEN_READWRITE;
     return new Promise((resolve, reject) => {
       const db = new sqlite3.Database(path, flags, (err) => {
         if (err) reject(err);

@@ -110,7 +110,12 @@ export function batchSql(ops: readonly EncodedOp[], now: number, withHistory: bo
     );
   }
   for (let i = 0; i < deletes.length; i += ROWS_PER_STATEMENT) {
-    parts.push(`DELETE FROM state_store WHERE key IN (${deletes.slice(i, i + ROWS_PER_STATEMENT).map(lit).join(", ")});`);
+    parts.push(
+      `DELETE FROM state_store WHERE key IN (${deletes
+        .slice(i, i + ROWS_PER_STATEMENT)
+        .map(lit)
+        .join(", ")});`,
+    );
   }
   parts.push("COMMIT;");
   return parts.join("\n");

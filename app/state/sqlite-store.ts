@@ -5,21 +5,21 @@ import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
 import { CodecError, plainCodec, type ValueCodec } from "./codec.js";
-import { SqliteConnection, sqliteErrorCode, writeFailureOf, type SqlParam } from "./sqlite-connection.js";
-import { ADDED_COLUMNS, batchSql, lit, prefixUpperBound, SCHEMA_SQL, type EncodedOp } from "./sqlite-sql.js";
+import { SqliteConnection, type SqlParam, sqliteErrorCode, writeFailureOf } from "./sqlite-connection.js";
+import { ADDED_COLUMNS, batchSql, type EncodedOp, lit, prefixUpperBound, SCHEMA_SQL } from "./sqlite-sql.js";
 import {
-  StateDecodeError,
-  StoreClosedError,
-  StoreCorruptError,
-  StoreOpenError,
-  StoreWriteError,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
   type ListedEntry,
   type ListOptions,
+  StateDecodeError,
   type StateStore,
+  StoreClosedError,
+  StoreCorruptError,
   type StoredEntry,
+  StoreOpenError,
+  StoreWriteError,
   type Transition,
   type WriteOp,
 } from "./store.js";
@@ -130,7 +130,9 @@ export class SQLiteStateStore implements StateStore {
       // 4 KiB page of the WAL it dirties. SQLite's smallest page (512 B) keeps an action
       // under 8 KiB of writes on the controller's flash, against ~32 KiB with the 4 KiB
       // default; rows over ~470 B spill to overflow pages. Existing files keep their size.
-      await writer.exec(`PRAGMA page_size = ${PAGE_SIZE}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.synchronous.toUpperCase()};`);
+      await writer.exec(
+        `PRAGMA page_size = ${PAGE_SIZE}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.synchronous.toUpperCase()};`,
+      );
       const journal = await writer.get<{ journal_mode: string }>("PRAGMA journal_mode");
       if (journal?.journal_mode !== "wal") {
         throw new StoreOpenError(`state database ${path} cannot use WAL journaling (got ${journal?.journal_mode})`);
@@ -300,12 +302,13 @@ export class SQLiteStateStore implements StateStore {
       if (clauses.length === 0) return removed;
       // The newest row stays: without AUTOINCREMENT, deleting it would let its id be
       // handed out again and a reader's `after` cursor would skip the new entry.
-      const changes = await this.exclusive(async (writer) =>
-        (
-          await writer.run(
-            `DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE (${clauses.join(" OR ")}) AND id < (SELECT max(id) FROM state_history) LIMIT ${chunk})`,
-          )
-        ).changes,
+      const changes = await this.exclusive(
+        async (writer) =>
+          (
+            await writer.run(
+              `DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE (${clauses.join(" OR ")}) AND id < (SELECT max(id) FROM state_history) LIMIT ${chunk})`,
+            )
+          ).changes,
       );
       removed += changes;
       if (changes < chunk) return removed;
@@ -461,10 +464,10 @@ export class SQLiteStateStore implements StateStore {
         } catch (err) {
           const keys = [...new Set(ops.map((o) => o.key))];
           this.options.log?.error({ err: errorMessage(err), keys: keys.slice(0, 20), count: ops.length }, "state commit failed");
-          const failure = new StoreWriteError(
-            `could not commit ${ops.length} write(s) to ${this.options.path}: ${errorMessage(err)}`,
-            { cause: err, failure: writeFailureOf(err) },
-          );
+          const failure = new StoreWriteError(`could not commit ${ops.length} write(s) to ${this.options.path}: ${errorMessage(err)}`, {
+            cause: err,
+            failure: writeFailureOf(err),
+          });
           report(false, failure);
           for (const write of batch) write.reject(failure);
         }
@@ -535,9 +538,7 @@ export class SQLiteStateStore implements StateStore {
       try {
         this.codec.decode(marker.value);
       } catch {
-        throw new StoreOpenError(
-          `state database ${this.options.path} cannot be decrypted with the configured key(s); nothing was changed`,
-        );
+        throw new StoreOpenError(`state database ${this.options.path} cannot be decrypted with the configured key(s); nothing was changed`);
       }
       return;
     }

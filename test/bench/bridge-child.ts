@@ -27,7 +27,15 @@ export async function startBridgeChild(
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const dir = join(root, name);
   const dbPath = join(dir, "data", "state.db");
-  await writeBenchConfigDir({ configDir: join(dir, "config"), dbPath, devices: options.devices, mqttPort, httpPort, history: options.history, mqttUrl: options.mqttUrl });
+  await writeBenchConfigDir({
+    configDir: join(dir, "config"),
+    dbPath,
+    devices: options.devices,
+    mqttPort,
+    httpPort,
+    history: options.history,
+    mqttUrl: options.mqttUrl,
+  });
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
   const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...(options.nodeArgs ?? [])]);

@@ -1,8 +1,8 @@
 import { freePort } from "../helpers/ports.js";
 import { ChildUnderTest } from "./child.js";
-import { runClosedLoop, type LoopResult, type WindowHooks } from "./closed-loop.js";
+import { type LoopResult, runClosedLoop, type WindowHooks } from "./closed-loop.js";
 import type { LoadSettings } from "./durable.js";
-import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
+import { type BenchPeer, closePeers, connectPeers } from "./mqtt-peer.js";
 
 /** The echo broker (aedes + echo client in their own process), started once for every client count. */
 export async function startEchoBroker(): Promise<{ child: ChildUnderTest; url: string }> {

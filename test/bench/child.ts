@@ -1,10 +1,19 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { repoRoot } from "../helpers/bridge-process.js";
 
 /** Variables the bridge reads that must not leak from the calling shell into a bench child. */
-const BRIDGE_ENV = ["CONFIG_DIR", "STATE_PATH", "MQTT_URL", "HTTP_HOST", "HTTP_PORT", "LOG_LEVEL", "BACKUP_INTERVAL", "STATE_ENCRYPTION_KEY"];
+const BRIDGE_ENV = [
+  "CONFIG_DIR",
+  "STATE_PATH",
+  "MQTT_URL",
+  "HTTP_HOST",
+  "HTTP_PORT",
+  "LOG_LEVEL",
+  "BACKUP_INTERVAL",
+  "STATE_ENCRYPTION_KEY",
+];
 
 function inheritedEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
@@ -27,7 +36,8 @@ export class ChildUnderTest {
       this.stderr.push(d.toString());
       if (this.stderr.length > 50) this.stderr.shift();
     });
-    if (proc.stdout) createInterface({ input: proc.stdout }).on("line", (line) => {
+    if (proc.stdout)
+      createInterface({ input: proc.stdout }).on("line", (line) => {
         for (const l of this.lines) l(line);
       });
     this.exited = new Promise((resolve) => proc.once("exit", (code) => resolve(code)));
@@ -68,7 +78,10 @@ export class ChildUnderTest {
   /** Resolves with the first stdout line matching `pattern` (for children that say when they are ready). */
   waitForLine(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => finish(new Error(`no line matching ${pattern} within ${timeoutMs} ms:\n${this.stderr.join("")}`)), timeoutMs);
+      const timer = setTimeout(
+        () => finish(new Error(`no line matching ${pattern} within ${timeoutMs} ms:\n${this.stderr.join("")}`)),
+        timeoutMs,
+      );
       const onLine = (line: string) => {
         if (pattern.test(line)) finish(null, line);
       };

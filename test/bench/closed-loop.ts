@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { summarize, type LatencySummary } from "./stats.js";
+import { type LatencySummary, summarize } from "./stats.js";
 
 export interface LoopResult {
   /** Operations that started and finished inside the measured window. */

@@ -1,5 +1,5 @@
-import { runClosedLoop, type LoopResult, type Operation, type WindowHooks } from "./closed-loop.js";
-import { closePeers, connectPeers, type BenchPeer } from "./mqtt-peer.js";
+import { type LoopResult, type Operation, runClosedLoop, type WindowHooks } from "./closed-loop.js";
+import { type BenchPeer, closePeers, connectPeers } from "./mqtt-peer.js";
 
 const valueTopic = (id: string) => `/devices/${id}/controls/volume`;
 const commandTopic = (id: string) => `/devices/${id}/controls/volume/on`;
@@ -42,12 +42,19 @@ export async function benchDurableActions(
   settings: LoadSettings,
   window?: WindowHooks,
 ): Promise<LoopResult> {
-  if (settings.clients > deviceIds.length) throw new Error(`${settings.clients} clients need at least as many devices (have ${deviceIds.length})`);
+  if (settings.clients > deviceIds.length)
+    throw new Error(`${settings.clients} clients need at least as many devices (have ${deviceIds.length})`);
   let peers: BenchPeer[] = [];
   try {
     peers = await connectPeers(mqttUrl, settings.clients, `bench-durable-${settings.clients}`);
     const workers = await Promise.all(
-      peers.map((peer, c) => clientWorker(peer, deviceIds.filter((_, d) => d % settings.clients === c), settings.opTimeoutMs)),
+      peers.map((peer, c) =>
+        clientWorker(
+          peer,
+          deviceIds.filter((_, d) => d % settings.clients === c),
+          settings.opTimeoutMs,
+        ),
+      ),
     );
     return await runClosedLoop(workers, settings.warmupMs, settings.measureMs, window);
   } finally {
@@ -67,7 +74,15 @@ export async function driveActions(
   let peers: BenchPeer[] = [];
   try {
     peers = await connectPeers(mqttUrl, clients, `bench-drive-${clients}`);
-    const workers = await Promise.all(peers.map((peer, c) => clientWorker(peer, deviceIds.filter((_, d) => d % clients === c), 10_000)));
+    const workers = await Promise.all(
+      peers.map((peer, c) =>
+        clientWorker(
+          peer,
+          deviceIds.filter((_, d) => d % clients === c),
+          10_000,
+        ),
+      ),
+    );
     let started = 0;
     let done = 0;
     let checkpoint = Promise.resolve();

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { loadConfig, type AppConfig } from "../../app/config/loader.js";
+import { type AppConfig, loadConfig } from "../../app/config/loader.js";
 
 export const benchDeviceId = (index: number, width = 3) => `bench_${String(index).padStart(width, "0")}`;
 

@@ -37,7 +37,11 @@ export async function benchStateReads(
 /** The baseline server of figure 4 (test/bench/bare-http.ts) in its own process. */
 export async function startBareHttp(devices: number, nodeArgs: readonly string[] = []): Promise<{ child: ChildUnderTest; url: string }> {
   const port = await freePort();
-  const child = ChildUnderTest.start("test/bench/bare-http.ts", { BARE_HTTP_PORT: String(port), BARE_HTTP_DEVICES: String(devices) }, nodeArgs);
+  const child = ChildUnderTest.start(
+    "test/bench/bare-http.ts",
+    { BARE_HTTP_PORT: String(port), BARE_HTTP_DEVICES: String(devices) },
+    nodeArgs,
+  );
   const url = `http://127.0.0.1:${port}`;
   await child.waitReady(`${url}/health/ready`);
   return { child, url };

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -33,7 +33,17 @@ export class BenchMosquitto {
     const conf = join(dir, "mosquitto.conf");
     await writeFile(
       conf,
-      [`listener ${port} 127.0.0.1`, "allow_anonymous true", "set_tcp_nodelay true", "max_queued_messages 0", "persistence false", "log_type error", "log_type notice", "log_type information", "log_dest stderr"].join("\n") + "\n",
+      [
+        `listener ${port} 127.0.0.1`,
+        "allow_anonymous true",
+        "set_tcp_nodelay true",
+        "max_queued_messages 0",
+        "persistence false",
+        "log_type error",
+        "log_type notice",
+        "log_type information",
+        "log_dest stderr",
+      ].join("\n") + "\n",
     );
     const proc = spawn("mosquitto", ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
     await new Promise<void>((resolve, reject) => {

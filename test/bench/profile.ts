@@ -41,7 +41,9 @@ function moduleOf(url: string): string {
 function summarizeProfile(profile: CpuProfile, top: number): void {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) => {
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const byModule = new Map<string, number>();
   const byFunction = new Map<string, number>();
@@ -79,7 +81,9 @@ async function main(): Promise<void> {
     const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load, cpu.hooks);
     await bridge.child.stop();
     const perAction = (s: number | undefined) => fmt(((s ?? NaN) * 1e6) / result.operations, 1);
-    log(`${clients} clients against mosquitto: ${fmt(result.perSecond)} actions/s, p50 ${fmt(result.latency.p50, 3)} ms, p99 ${fmt(result.latency.p99, 3)} ms`);
+    log(
+      `${clients} clients against mosquitto: ${fmt(result.perSecond)} actions/s, p50 ${fmt(result.latency.p50, 3)} ms, p99 ${fmt(result.latency.p99, 3)} ms`,
+    );
     log(`  CPU per action: bridge ${perAction(cpu.used().bridge)} µs, mosquitto ${perAction(cpu.used().mosquitto)} µs`);
     const [file] = await readdir(profDir);
     if (!file) throw new Error("no profile written");

@@ -22,9 +22,16 @@ export async function benchMemory(root: string, devices: number, actions: number
     const samples = new Map<number, number>();
     const half = Math.floor(actions / 2);
     const started = Date.now();
-    await driveActions(bridge.mqttUrl, bridge.deviceIds, clients, actions, async (done) => {
-      if (done === half || done === actions) samples.set(done, mb(await bridge.child.rssBytes()));
-    }, half);
+    await driveActions(
+      bridge.mqttUrl,
+      bridge.deviceIds,
+      clients,
+      actions,
+      async (done) => {
+        if (done === half || done === actions) samples.set(done, mb(await bridge.child.rssBytes()));
+      },
+      half,
+    );
     return {
       devices,
       actions,

@@ -7,20 +7,20 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { generateFernetKey } from "../../app/state/fernet.js";
 import { BUNDLE_NODE_ARGS, buildBundle } from "../helpers/bridge-process.js";
-import { startBridgeChild, type BridgeUnderTest } from "./bridge-child.js";
+import { type BridgeUnderTest, startBridgeChild } from "./bridge-child.js";
 import { benchBrokerRoundTrip, startEchoBroker } from "./broker-rtt.js";
 import type { LoopResult } from "./closed-loop.js";
 import { benchDurableActions, type LoadSettings } from "./durable.js";
 import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
 import { benchDeviceId } from "./fixture.js";
-import { benchStateReads, startBareHttp, type HttpReadResult } from "./http-read.js";
-import { benchDiskWrites, benchMemory } from "./resources.js";
+import { benchStateReads, type HttpReadResult, startBareHttp } from "./http-read.js";
 import { benchOnMosquitto, type MosquittoDurable } from "./on-mosquitto.js";
+import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
-import { generateFernetKey } from "../../app/state/fernet.js";
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -40,9 +40,15 @@ const ROUNDS = 3;
 const medianLoop = (runs: LoopResult[]): LoopResult =>
   [...runs].sort((a, b) => a.perSecond - b.perSecond)[Math.floor(runs.length / 2)] as LoopResult;
 
-const loopLine = (r: LoopResult) => `${fmt(r.perSecond)}/s, p50 ${fmt(r.latency.p50, 3)} ms, p99 ${fmt(r.latency.p99, 3)} ms (${r.operations} ops)`;
+const loopLine = (r: LoopResult) =>
+  `${fmt(r.perSecond)}/s, p50 ${fmt(r.latency.p50, 3)} ms, p99 ${fmt(r.latency.p99, 3)} ms (${r.operations} ops)`;
 
-async function withBridge<T>(root: string, name: string, options: Parameters<typeof startBridgeChild>[2], fn: (b: BridgeUnderTest) => Promise<T>): Promise<T> {
+async function withBridge<T>(
+  root: string,
+  name: string,
+  options: Parameters<typeof startBridgeChild>[2],
+  fn: (b: BridgeUnderTest) => Promise<T>,
+): Promise<T> {
   const bridge = await startBridgeChild(root, name, options);
   try {
     return await fn(bridge);
@@ -131,10 +137,14 @@ async function main(): Promise<void> {
     const reads = readRuns.bridge;
     const bareReads = readRuns.bare;
     const perRound = (runs: HttpReadResult[]) => runs.map((r) => fmt(r.requestsPerSecond, 0)).join(", ");
-    log(`    bridge: median ${fmt(reads.requestsPerSecond)} req/s (${perRound(readRuns.all.bridgeRuns)}), p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`);
+    log(
+      `    bridge: median ${fmt(reads.requestsPerSecond)} req/s (${perRound(readRuns.all.bridgeRuns)}), p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`,
+    );
     // The baseline runs under the same node flags as the bridge, so the ratio is the
     // bridge's own cost; the default-flags figure shows what the flags cost.
-    log(`    bare Fastify route from a Map, same node flags: median ${fmt(bareReads.requestsPerSecond)} req/s (${perRound(readRuns.all.bareRuns)})`);
+    log(
+      `    bare Fastify route from a Map, same node flags: median ${fmt(bareReads.requestsPerSecond)} req/s (${perRound(readRuns.all.bareRuns)})`,
+    );
     const bareDefault = await startBareHttp(BENCH_DEVICES).then((bare) =>
       benchStateReads(bare.url, bareIds, { connections: s.httpConnections, seconds: s.httpSeconds }).finally(() => bare.child.stop()),
     );
@@ -144,7 +154,9 @@ async function main(): Promise<void> {
     const onMosquitto = await benchOnMosquitto(root, (clients) => load(clients), s.rssIdleSettleMs);
     for (const [clients, r] of onMosquitto.echo) log(`  echo client, ${clients} client(s): ${loopLine(r)}`);
     for (const [clients, r] of onMosquitto.durable) {
-      log(`  bridge, ${clients} client(s): ${loopLine(r.loop)}; CPU/action bridge ${fmt(r.bridgeCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`);
+      log(
+        `  bridge, ${clients} client(s): ${loopLine(r.loop)}; CPU/action bridge ${fmt(r.bridgeCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`,
+      );
     }
     log(`  RSS idle ${fmt(onMosquitto.rssIdleMb)} MB (${s.rssIdleSettleMs / 1000} s after ready)`);
 
@@ -155,7 +167,9 @@ async function main(): Promise<void> {
 
     log(`\n[5] memory: ${s.memoryDevices} devices, ${s.memoryActions} durable actions (64 clients)`);
     const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64);
-    log(`  RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s)`);
+    log(
+      `  RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s)`,
+    );
 
     log(`\n[6] disk writes at 1 action/s for ${s.ioSeconds} s (/proc/<pid>/io write_bytes of the bridge)`);
     const disk = await benchDiskWrites(root, s.ioSeconds);
@@ -262,7 +276,10 @@ async function main(): Promise<void> {
       target: "<= 70 MB",
       met: onMosquitto.rssIdleMb <= 70,
     });
-    for (const [name, results] of [["history", noHistory], ["encryption", encrypted]] as const) {
+    for (const [name, results] of [
+      ["history", noHistory],
+      ["encryption", encrypted],
+    ] as const) {
       for (const clients of s.clientCounts) {
         const withIt = name === "history" ? (durable.get(clients) as LoopResult) : (results.get(clients) as LoopResult);
         const without = name === "history" ? (results.get(clients) as LoopResult) : (durable.get(clients) as LoopResult);
@@ -283,20 +300,48 @@ async function main(): Promise<void> {
     for (const r of rows) log(`| ${r.figure} | ${r.measured} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.met ? "yes" : "**no**"} |`);
 
     const summary = {
-      fsync: { per_s: round(writes.sequentialPerSecond, 1), p50_ms: round(writes.sequentialLatency.p50), group_rows_per_s: round(writes.groupRowsPerSecond, 1) },
-      broker: Object.fromEntries([...rtt].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
-      durable: Object.fromEntries([...durable].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
+      fsync: {
+        per_s: round(writes.sequentialPerSecond, 1),
+        p50_ms: round(writes.sequentialLatency.p50),
+        group_rows_per_s: round(writes.groupRowsPerSecond, 1),
+      },
+      broker: Object.fromEntries(
+        [...rtt].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }]),
+      ),
+      durable: Object.fromEntries(
+        [...durable].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }]),
+      ),
       no_history: Object.fromEntries([...noHistory].map(([c, r]) => [c, round(r.perSecond, 1)])),
       encrypted: Object.fromEntries([...encrypted].map(([c, r]) => [c, round(r.perSecond, 1)])),
-      reads: { bridge: round(reads.requestsPerSecond, 1), bare: round(bareReads.requestsPerSecond, 1), bare_default_flags: round(bareDefault.requestsPerSecond, 1) },
-      restore: { restore_ms: round(restore.restoreMs, 1), ready_ms: round(restore.readyMs, 1), list_ms: round(restore.listMs, 1), not_restored: restore.notRestored },
+      reads: {
+        bridge: round(reads.requestsPerSecond, 1),
+        bare: round(bareReads.requestsPerSecond, 1),
+        bare_default_flags: round(bareDefault.requestsPerSecond, 1),
+      },
+      restore: {
+        restore_ms: round(restore.restoreMs, 1),
+        ready_ms: round(restore.readyMs, 1),
+        list_ms: round(restore.listMs, 1),
+        not_restored: restore.notRestored,
+      },
       memory: { start_mb: round(memory.rssAfterStartMb, 1), half_mb: round(memory.rssAt50kMb, 1), full_mb: round(memory.rssAt100kMb, 1) },
       mosquitto: {
-        echo: Object.fromEntries([...onMosquitto.echo].map(([c, r]) => [c, { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) }])),
+        echo: Object.fromEntries(
+          [...onMosquitto.echo].map(([c, r]) => [
+            c,
+            { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) },
+          ]),
+        ),
         durable: Object.fromEntries(
           [...onMosquitto.durable].map(([c, r]) => [
             c,
-            { per_s: round(r.loop.perSecond, 1), p50_ms: round(r.loop.latency.p50), p99_ms: round(r.loop.latency.p99), bridge_cpu_us: round(r.bridgeCpuUs, 1), broker_cpu_us: round(r.brokerCpuUs, 1) },
+            {
+              per_s: round(r.loop.perSecond, 1),
+              p50_ms: round(r.loop.latency.p50),
+              p99_ms: round(r.loop.latency.p99),
+              bridge_cpu_us: round(r.bridgeCpuUs, 1),
+              broker_cpu_us: round(r.brokerCpuUs, 1),
+            },
           ]),
         ),
         rss_idle_mb: round(onMosquitto.rssIdleMb, 1),

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
-import { summarize, type LatencySummary } from "./stats.js";
+import { type LatencySummary, summarize } from "./stats.js";
 
 export interface StoreWriteResult {
   sequentialWrites: number;

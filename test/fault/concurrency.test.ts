@@ -16,8 +16,9 @@
  *
  * The operation mix is seeded: `FUZZ_SEED=<n> npx vitest run test/fault/concurrency.test.ts`.
  */
-import { join } from "node:path";
+
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,15 +27,13 @@ import type { JsonObject } from "../../app/shared/json.js";
 import { startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
+import { mulberry32, type Rng, seedFromEnv } from "../helpers/seeded.js";
 import { readStoredValue } from "../helpers/sqlite.js";
-import { mulberry32, seedFromEnv, type Rng } from "../helpers/seeded.js";
 
 // ---------------------------------------------------------------- seeded randomness
 
-
 const SEED = seedFromEnv("FUZZ_SEED");
 const REPRODUCE = `FUZZ_SEED=${SEED} npx vitest run test/fault/concurrency.test.ts`;
-
 
 const int = (r: Rng, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
 function pick<T>(r: Rng, items: readonly T[]): T {
@@ -399,7 +398,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     expect(responses.map((r) => r.status)).toEqual(Array(N).fill(200));
     // Serial order = order of field counts; each value extends the one before (no patch lost or reordered).
     const values = responses.map((r) => r.json.value as Record<string, unknown>);
-    const fields = (v: Record<string, unknown>) => Object.keys(v).filter((k) => k !== "nested").sort();
+    const fields = (v: Record<string, unknown>) =>
+      Object.keys(v)
+        .filter((k) => k !== "nested")
+        .sort();
     const bySize = [...values].sort((a, b) => fields(a).length - fields(b).length);
     expect(bySize.map((v) => fields(v).length)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
     for (let i = 1; i < N; i++) {
@@ -409,7 +411,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     }
     expect(new Set(responses.map((r) => r.etag)).size).toBe(N);
 
-    const expected = { ...Object.fromEntries(Array.from({ length: N }, (_, i) => [`f${i}`, i])), nested: Object.fromEntries(Array.from({ length: N }, (_, i) => [`f${i}`, i])) };
+    const expected = {
+      ...Object.fromEntries(Array.from({ length: N }, (_, i) => [`f${i}`, i])),
+      nested: Object.fromEntries(Array.from({ length: N }, (_, i) => [`f${i}`, i])),
+    };
     const final = await api("GET", `/state/${key}`);
     expect(final.json.value).toEqual(expected);
     expect(await readStoredValue(dbPath, key)).toEqual(expected);
@@ -426,7 +431,9 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     for (let round = 1; round <= 20; round++) {
       const method = round % 2 === 0 ? "PATCH" : "PUT";
       const results = await Promise.all(
-        Array.from({ length: 8 }, (_, writer) => api(method, `/state/${key}`, { round, writer }, { "if-match": etag }).then((r) => ({ writer, ...r }))),
+        Array.from({ length: 8 }, (_, writer) =>
+          api(method, `/state/${key}`, { round, writer }, { "if-match": etag }).then((r) => ({ writer, ...r })),
+        ),
       );
       const winners = results.filter((r) => r.status === 200);
       expect(winners.length, `round ${round} (${method}): ${results.map((r) => r.status).join(",")}`).toBe(1);
@@ -455,15 +462,31 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     // Known start: no scenario, both devices off at volume 0.
     await api("POST", "/scenario/shutdown");
     for (const device of DEVICES) {
-      for (const [name, params] of [["power_off", undefined], ["volume", { level: 0 }], ["input", { input: "hdmi1" }]] as const) {
+      for (const [name, params] of [
+        ["power_off", undefined],
+        ["volume", { level: 0 }],
+        ["input", { input: "hdmi1" }],
+      ] as const) {
         expect((await action(device, name, params)).status).toBe(200);
       }
     }
-    const initial = Object.fromEntries(await Promise.all(DEVICES.map(async (d) => [d, await deviceState(d)] as const))) as Record<DeviceId, JsonObject>;
+    const initial = Object.fromEntries(await Promise.all(DEVICES.map(async (d) => [d, await deviceState(d)] as const))) as Record<
+      DeviceId,
+      JsonObject
+    >;
     const startId = await lastHistoryId();
 
     // Volumes 10..100 are each written once, by one HTTP or MQTT operation: their commits can be told apart.
-    const levels: Record<DeviceId, number[]> = { tv: shuffle(r, Array.from({ length: 91 }, (_, i) => i + 10)), amp: shuffle(r, Array.from({ length: 91 }, (_, i) => i + 10)) };
+    const levels: Record<DeviceId, number[]> = {
+      tv: shuffle(
+        r,
+        Array.from({ length: 91 }, (_, i) => i + 10),
+      ),
+      amp: shuffle(
+        r,
+        Array.from({ length: 91 }, (_, i) => i + 10),
+      ),
+    };
 
     type Op =
       | { kind: "http"; device: DeviceId; action: string; params?: Record<string, Value> }
@@ -476,7 +499,13 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
       if (k < 0.3) {
         const name = pick(r, ["power", "power_on", "power_off", "input", "volume", "volume"]);
         const params: Record<string, Value> | undefined =
-          name === "power" ? { on: r() < 0.5 } : name === "input" ? { input: pick(r, INPUTS) } : name === "volume" ? { level: levels[device].pop() as number } : undefined;
+          name === "power"
+            ? { on: r() < 0.5 }
+            : name === "input"
+              ? { input: pick(r, INPUTS) }
+              : name === "volume"
+                ? { level: levels[device].pop() as number }
+                : undefined;
         return { kind: "http", device, action: name, params };
       }
       if (k < 0.5) return { kind: "mqtt", device, level: levels[device].pop() as number, client: int(r, 0, 2) };
@@ -506,7 +535,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     };
     const scenarioWrites: Array<{ start: number; end: number; value: string | null }> = [];
     /** Every acknowledged HTTP action and MQTT command, with the interval from send to ack. */
-    const acks: Array<{ op: number; device: DeviceId; start: number; end: number; via: "http"; state: JsonObject; updatedAt: string } | { op: number; device: DeviceId; start: number; end: number; via: "mqtt"; level: number }> = [];
+    const acks: Array<
+      | { op: number; device: DeviceId; start: number; end: number; via: "http"; state: JsonObject; updatedAt: string }
+      | { op: number; device: DeviceId; start: number; end: number; via: "mqtt"; level: number }
+    > = [];
     const patched: string[] = [];
 
     await runPool(OPS, WORKERS, async (i) => {
@@ -520,7 +552,15 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
         for (const [field, value] of Object.entries(effect(op.action, op.params))) {
           writes[op.device][field as Field].push({ start, end, value, op: i, unique: op.action === "volume" });
         }
-        acks.push({ op: i, device: op.device, start, end, via: "http", state: res.json.state as JsonObject, updatedAt: res.json.updated_at as string });
+        acks.push({
+          op: i,
+          device: op.device,
+          start,
+          end,
+          via: "http",
+          state: res.json.state as JsonObject,
+          updatedAt: res.json.updated_at as string,
+        });
       } else if (op.kind === "mqtt") {
         const topic = `/devices/${op.device}/controls/volume`;
         const mark = tap.mark();
@@ -581,13 +621,15 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
         }
       });
       const unique = writes[device].volume.filter((w) => w.unique);
-      for (const w of unique) expect(position.has(w.value as number), `${device}: acked volume ${String(w.value)} never committed (${REPRODUCE})`).toBe(true);
+      for (const w of unique)
+        expect(position.has(w.value as number), `${device}: acked volume ${String(w.value)} never committed (${REPRODUCE})`).toBe(true);
       for (const a of unique) {
         for (const b of unique) {
           if (a.end < b.start) {
-            expect(position.get(a.value as number), `${device}: volume ${String(a.value)} was acked before ${String(b.value)} was sent, but committed after it (${REPRODUCE})`).toBeLessThan(
-              position.get(b.value as number) as number,
-            );
+            expect(
+              position.get(a.value as number),
+              `${device}: volume ${String(a.value)} was acked before ${String(b.value)} was sent, but committed after it (${REPRODUCE})`,
+            ).toBeLessThan(position.get(b.value as number) as number);
           }
         }
       }
@@ -615,7 +657,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
           if (a.end >= b.start) continue;
           const first = Math.min(...(committedAt.get(a.op) as number[]));
           const last = Math.max(...(committedAt.get(b.op) as number[]));
-          expect(first, `${device}: op ${a.op} was acknowledged before op ${b.op} was sent, but committed after it (${REPRODUCE})`).toBeLessThan(last);
+          expect(
+            first,
+            `${device}: op ${a.op} was acknowledged before op ${b.op} was sent, but committed after it (${REPRODUCE})`,
+          ).toBeLessThan(last);
         }
       }
 
@@ -629,9 +674,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
         }
         const candidates = all.filter((w) => all.every((o) => o === w || o.start < w.end));
         const allowed = [...new Set(candidates.map((w) => w.value))];
-        expect(allowed, `${device}.${field}: final ${String(final[field])} is not the value of a last-acknowledged write (ops ${candidates.map((c) => c.op).join(",")}) (${REPRODUCE})`).toContain(
-          final[field],
-        );
+        expect(
+          allowed,
+          `${device}.${field}: final ${String(final[field])} is not the value of a last-acknowledged write (ops ${candidates.map((c) => c.op).join(",")}) (${REPRODUCE})`,
+        ).toContain(final[field]);
       }
     }
 
@@ -639,7 +685,10 @@ describe(`concurrency: HTTP, MQTT, scenarios and state patches on the same devic
     const scenario = (await api("GET", "/scenario/state")).json.scenario_id as string | null;
     if (scenarioWrites.length > 0) {
       const candidates = scenarioWrites.filter((w) => scenarioWrites.every((o) => o === w || o.start < w.end));
-      expect(candidates.map((c) => c.value), REPRODUCE).toContain(scenario);
+      expect(
+        candidates.map((c) => c.value),
+        REPRODUCE,
+      ).toContain(scenario);
     }
     const stored = (await readStoredValue(dbPath, "scenario:last")) as { scenario_id: string | null } | null;
     expect(stored?.scenario_id ?? null).toBe(scenario);

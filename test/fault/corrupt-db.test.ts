@@ -5,13 +5,13 @@ import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { StoreCorruptError } from "../../app/state/store.js";
-import { failedStart, startApp, type RunningApp } from "../helpers/app.js";
+import { failedStart, type RunningApp, startApp } from "../helpers/app.js";
 import { runToExit } from "../helpers/bridge-process.js";
 import { overwrite, sha256 } from "../helpers/db-files.js";
 import { simulatedDevice, tempDir, testConfig, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
-import { readRows } from "../helpers/sqlite.js";
 import { mulberry32 } from "../helpers/seeded.js";
+import { readRows } from "../helpers/sqlite.js";
 
 /**
  * Damaged, truncated, empty and WAL-only databases at start. Whatever the damage, the
@@ -30,7 +30,6 @@ const AFTER_BACKUP = { tvVolume: 77, gen: 2 };
 const TEST_TIMEOUT_MS = 15_000;
 /** A bridge that starts instead of refusing is killed after this (a start takes 1-5 s, by machine load). */
 const PROCESS_TIMEOUT_MS = 12_000;
-
 
 function randomBytes(random: () => number, length: number): Buffer {
   return Buffer.from(Array.from({ length }, () => Math.floor(random() * 256)));
@@ -74,7 +73,11 @@ function pagesOf(golden: Golden, name: string, pagetype?: string): number[] {
 }
 
 /** A b-tree page's header fields (page 1's header starts after the 100-byte file header). */
-async function btreeHeader(path: string, golden: Golden, pageno: number): Promise<{ cells: number; headerEnd: number; contentStart: number }> {
+async function btreeHeader(
+  path: string,
+  golden: Golden,
+  pageno: number,
+): Promise<{ cells: number; headerEnd: number; contentStart: number }> {
   const page = (await readFile(path)).subarray(offsetOf(golden, pageno), offsetOf(golden, pageno) + golden.pageSize);
   const base = pageno === 1 ? 100 : 0;
   const type = page[base] as number;
@@ -188,11 +191,20 @@ describe("a damaged database at start", () => {
     const { app } = await startApp(await testConfig(root, broker.url));
     try {
       const ok = (res: { statusCode: number; body: string }, status: number) => expect(res.statusCode, res.body).toBe(status);
-      ok(await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: BACKED_UP.tvVolume } } }), 200);
+      ok(
+        await app.inject({
+          method: "POST",
+          url: "/devices/tv/action",
+          payload: { action: "volume", params: { level: BACKED_UP.tvVolume } },
+        }),
+        200,
+      );
       ok(await app.inject({ method: "POST", url: "/devices/amp/action", payload: { action: "power_on" } }), 200);
       // Enough rows that tables and indexes span several pages (interior and leaf).
       for (const res of await Promise.all(
-        Array.from({ length: ITEMS }, (_, i) => app.inject({ method: "PUT", url: `/state/item:${i}`, payload: { gen: BACKED_UP.gen, i, pad: PAD } })),
+        Array.from({ length: ITEMS }, (_, i) =>
+          app.inject({ method: "PUT", url: `/state/item:${i}`, payload: { gen: BACKED_UP.gen, i, pad: PAD } }),
+        ),
       )) {
         ok(res, 201);
       }
@@ -200,9 +212,18 @@ describe("a damaged database at start", () => {
       ok(backup, 201);
       const backupFile = (backup.json() as { file: string }).file;
 
-      ok(await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: AFTER_BACKUP.tvVolume } } }), 200);
+      ok(
+        await app.inject({
+          method: "POST",
+          url: "/devices/tv/action",
+          payload: { action: "volume", params: { level: AFTER_BACKUP.tvVolume } },
+        }),
+        200,
+      );
       for (const res of await Promise.all(
-        Array.from({ length: 20 }, (_, i) => app.inject({ method: "PUT", url: `/state/item:${i}`, payload: { gen: AFTER_BACKUP.gen, i, pad: PAD } })),
+        Array.from({ length: 20 }, (_, i) =>
+          app.inject({ method: "PUT", url: `/state/item:${i}`, payload: { gen: AFTER_BACKUP.gen, i, pad: PAD } }),
+        ),
       )) {
         ok(res, 200);
       }
@@ -269,8 +290,13 @@ describe("a damaged database at start", () => {
   /** Started from the backup: the damaged file is aside, unchanged; backup values are served; the restore is reported. */
   async function expectRestored(config: AppConfig, dbPath: string, damagedHash: string): Promise<void> {
     const { app } = await start(config);
-    const report = (await app.inject({ url: "/backups" })).json() as { restored_at_start: { backup: string; quarantined_to: string } | null };
-    expect(report.restored_at_start).toMatchObject({ backup: golden.backupFile, quarantined_to: expect.stringContaining(`${dbPath}.corrupt.`) });
+    const report = (await app.inject({ url: "/backups" })).json() as {
+      restored_at_start: { backup: string; quarantined_to: string } | null;
+    };
+    expect(report.restored_at_start).toMatchObject({
+      backup: golden.backupFile,
+      quarantined_to: expect.stringContaining(`${dbPath}.corrupt.`),
+    });
     const health = (await app.inject({ url: "/health" })).json() as { state: { restored_from_backup: unknown } };
     expect(health.state.restored_from_backup).toEqual(report.restored_at_start);
     const aside = report.restored_at_start?.quarantined_to as string;

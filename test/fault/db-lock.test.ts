@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { acquireDbLock, lockHolder } from "../../app/state/lock.js";
-import { runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
+import { type BridgeChild, runToExit, setVolume, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { spawnLockHolder, stopLockHolder } from "../helpers/lock-holder.js";
 import { startTestBroker } from "../helpers/mqtt.js";
@@ -86,7 +86,16 @@ describe("database lock across processes", () => {
     // record whose pid is alive (this test runner) but is not the process that wrote it.
     await acquireDbLock(db, "setup").then((lock) => lock.release());
     await writeFile(`${db}.lock`, JSON.stringify({ pid: 1, owner: "wb-bridge", since: "2026-01-01T00:00:00.000Z" }));
-    await writeFile(`${db}.lock.json`, JSON.stringify({ pid: process.pid, owner: "wb-bridge", since: "2026-01-01T00:00:00.000Z", start_ticks: "1", boot_id: "before-the-power-loss" }));
+    await writeFile(
+      `${db}.lock.json`,
+      JSON.stringify({
+        pid: process.pid,
+        owner: "wb-bridge",
+        since: "2026-01-01T00:00:00.000Z",
+        start_ticks: "1",
+        boot_id: "before-the-power-loss",
+      }),
+    );
 
     const bridge = await start();
     await setVolume(bridge.url, "tv", 41);

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { StoreWriteError } from "../../app/state/store.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { deadline } from "../helpers/deadline.js";
 import { ext4LoopUnavailable, ScratchMount, tmpfsUnavailable } from "../helpers/fault-fs.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
@@ -132,118 +132,114 @@ describe("storage faults under a running bridge", () => {
       if (tmpfsProblem) throw new Error(`CI is set but the disk-full fault tests cannot run: ${tmpfsProblem}`);
     });
 
-    it(
-      "fails actions with 507 storage_full, keeps everything committed, and recovers without a restart once space is freed",
-      async () => {
-        scratch = await ScratchMount.tmpfs(4096);
-        const { config, dbPath, app, logs, h, observer, commander } = await bridgeWithClients(scratch);
+    it("fails actions with 507 storage_full, keeps everything committed, and recovers without a restart once space is freed", async () => {
+      scratch = await ScratchMount.tmpfs(4096);
+      const { config, dbPath, app, logs, h, observer, commander } = await bridgeWithClients(scratch);
 
-        // Acknowledged before the disk fills up.
-        expect((await h.action("tv", "volume", { level: 31 })).status).toBe(200);
-        expect((await h.action("tv", "power_on")).status).toBe(200);
-        expect((await h.action("amp", "input", { input: "hdmi2" })).status).toBe(200);
-        const before = { tv: await h.state("tv"), amp: await h.state("amp") };
-        expect(before.tv).toEqual({ power: true, volume: 31, muted: false, input: "hdmi1" });
-        expect(before.amp).toMatchObject({ input: "hdmi2" });
+      // Acknowledged before the disk fills up.
+      expect((await h.action("tv", "volume", { level: 31 })).status).toBe(200);
+      expect((await h.action("tv", "power_on")).status).toBe(200);
+      expect((await h.action("amp", "input", { input: "hdmi2" })).status).toBe(200);
+      const before = { tv: await h.state("tv"), amp: await h.state("amp") };
+      expect(before.tv).toEqual({ power: true, volume: 31, muted: false, input: "hdmi1" });
+      expect(before.amp).toMatchObject({ input: "hdmi2" });
 
-        const fatal: string[] = [];
-        app.bridge.onFatal((reason) => fatal.push(reason));
-        const filler = await scratch.fill();
+      const fatal: string[] = [];
+      app.bridge.onFatal((reason) => fatal.push(reason));
+      const filler = await scratch.fill();
 
-        // Concurrent actions share one group-commit transaction; all of its writers fail.
-        const attempts: Array<[string, string, Record<string, unknown>]> = [
-          ["tv", "volume", { level: 90 }],
-          ["amp", "volume", { level: 91 }],
-          ["tv", "input", { input: "tv" }],
-          ["amp", "power_on", {}],
-        ];
-        const failed = await Promise.all(attempts.map(([id, name, params]) => h.action(id, name, params)));
-        for (const res of failed) {
-          expect(res.status).toBe(507);
-          expect(res.body.error.code).toBe("storage_full");
-          expect(res.body.error.message).toMatch(/storage is full \(disk full\).*not saved/);
-          // Neither SQLite's text nor the database path reaches the client.
-          expect(res.body.error.message).not.toMatch(/SQLITE|state\.db/);
-        }
+      // Concurrent actions share one group-commit transaction; all of its writers fail.
+      const attempts: Array<[string, string, Record<string, unknown>]> = [
+        ["tv", "volume", { level: 90 }],
+        ["amp", "volume", { level: 91 }],
+        ["tv", "input", { input: "tv" }],
+        ["amp", "power_on", {}],
+      ];
+      const failed = await Promise.all(attempts.map(([id, name, params]) => h.action(id, name, params)));
+      for (const res of failed) {
+        expect(res.status).toBe(507);
+        expect(res.body.error.code).toBe("storage_full");
+        expect(res.body.error.message).toMatch(/storage is full \(disk full\).*not saved/);
+        // Neither SQLite's text nor the database path reaches the client.
+        expect(res.body.error.message).not.toMatch(/SQLITE|state\.db/);
+      }
 
-        // Nothing moved ahead of the database: not the device state, not the stored value.
-        expect(await h.state("tv")).toEqual(before.tv);
-        expect(await h.state("amp")).toEqual(before.amp);
-        expect(await h.storedViaHttp("tv")).toEqual(before.tv);
-        expect(await h.storedViaHttp("amp")).toEqual(before.amp);
-        expect((await app.inject({ url: "/health/live" })).statusCode).toBe(200);
+      // Nothing moved ahead of the database: not the device state, not the stored value.
+      expect(await h.state("tv")).toEqual(before.tv);
+      expect(await h.state("amp")).toEqual(before.amp);
+      expect(await h.storedViaHttp("tv")).toEqual(before.tv);
+      expect(await h.storedViaHttp("amp")).toEqual(before.amp);
+      expect((await app.inject({ url: "/health/live" })).statusCode).toBe(200);
 
-        const health = await h.health();
-        expect(health.status).toBe("degraded");
-        expect(health.store).toMatchObject({ open: true, write_error: { code: "storage_full" } });
-        const ready = await app.inject({ url: "/health/ready" });
-        expect(ready.statusCode).toBe(503);
-        expect(ready.json().reasons).toContain("state store cannot write (storage_full)");
+      const health = await h.health();
+      expect(health.status).toBe("degraded");
+      expect(health.store).toMatchObject({ open: true, write_error: { code: "storage_full" } });
+      const ready = await app.inject({ url: "/health/ready" });
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json().reasons).toContain("state store cannot write (storage_full)");
 
-        // An MQTT command fails the same way: the control's error flag is raised, the value is not published.
-        await commander.publish("/devices/tv/controls/volume/on", "55");
-        await observer.waitFor("/devices/tv/controls/volume/meta/error", (m) => m.payload === "w");
-        expect(observer.on("/devices/tv/controls/volume").map((m) => m.payload)).not.toContain("55");
-        expect(await h.state("tv")).toEqual(before.tv);
+      // An MQTT command fails the same way: the control's error flag is raised, the value is not published.
+      await commander.publish("/devices/tv/controls/volume/on", "55");
+      await observer.waitFor("/devices/tv/controls/volume/meta/error", (m) => m.payload === "w");
+      expect(observer.on("/devices/tv/controls/volume").map((m) => m.payload)).not.toContain("55");
+      expect(await h.state("tv")).toEqual(before.tv);
 
-        // The store itself: the waiting writer is rejected with the classified error.
-        const direct = await app.bridge.store.write([{ key: "note:full", value: { n: 1 } }]).then(
-          () => null,
-          (err: unknown) => err,
-        );
-        expect(direct).toBeInstanceOf(StoreWriteError);
-        expect((direct as StoreWriteError).failure).toBe("full");
-        expect(await app.bridge.store.get("note:full")).toBeNull();
-        // A batch too big for SQLite's page cache spills to the WAL before COMMIT and fails
-        // mid-transaction instead: it too must be rolled back, leaving the writer usable.
-        const blobs = Array.from({ length: 30 }, (_, i) => ({ key: `note:blob${i}`, value: { pad: `${"y".repeat(100_000)}${i}` } }));
-        await expect(app.bridge.store.write(blobs)).rejects.toMatchObject({ failure: "full" });
+      // The store itself: the waiting writer is rejected with the classified error.
+      const direct = await app.bridge.store.write([{ key: "note:full", value: { n: 1 } }]).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(direct).toBeInstanceOf(StoreWriteError);
+      expect((direct as StoreWriteError).failure).toBe("full");
+      expect(await app.bridge.store.get("note:full")).toBeNull();
+      // A batch too big for SQLite's page cache spills to the WAL before COMMIT and fails
+      // mid-transaction instead: it too must be rolled back, leaving the writer usable.
+      const blobs = Array.from({ length: 30 }, (_, i) => ({ key: `note:blob${i}`, value: { pad: `${"y".repeat(100_000)}${i}` } }));
+      await expect(app.bridge.store.write(blobs)).rejects.toMatchObject({ failure: "full" });
 
-        // However often it fails, a full disk is never fatal (io_failure_exit_ms is 1 here).
-        for (const level of [81, 82, 83]) expect((await h.action("tv", "volume", { level })).status).toBe(507);
-        expect(fatal).toEqual([]);
+      // However often it fails, a full disk is never fatal (io_failure_exit_ms is 1 here).
+      for (const level of [81, 82, 83]) expect((await h.action("tv", "volume", { level })).status).toBe(507);
+      expect(fatal).toEqual([]);
 
-        // Space comes back: the same writer connection commits again, no restart.
-        await scratch.free(filler);
-        const recovered = await h.action("tv", "volume", { level: 42 });
-        expect(recovered.status).toBe(200);
-        expect(recovered.body.state).toEqual({ ...before.tv, volume: 42 });
-        expect((await h.action("amp", "power_on")).status).toBe(200);
-        await commander.publish("/devices/tv/controls/volume/on", "56");
-        await observer.waitFor("/devices/tv/controls/volume", (m) => m.payload === "56");
-        // A successful command clears the flag the failed one raised.
-        await observer.waitFor("/devices/tv/controls/volume/meta/error", (m) => m.payload === "");
-        expect(await app.bridge.store.get("note:blob0")).toBeNull();
-        await app.bridge.store.write([{ key: "note:after", value: { n: 2 } }]);
-        // The failures were logged by key, never with the values.
-        expect(logs.some((line) => line.includes("state commit failed") && line.includes("note:blob0"))).toBe(true);
-        expect(logs.some((line) => line.includes("yyyyyyyy"))).toBe(false);
-        const healthAfter = await h.health();
-        expect(healthAfter.status).toBe("ok");
-        expect(healthAfter.store.write_error).toBeNull();
+      // Space comes back: the same writer connection commits again, no restart.
+      await scratch.free(filler);
+      const recovered = await h.action("tv", "volume", { level: 42 });
+      expect(recovered.status).toBe(200);
+      expect(recovered.body.state).toEqual({ ...before.tv, volume: 42 });
+      expect((await h.action("amp", "power_on")).status).toBe(200);
+      await commander.publish("/devices/tv/controls/volume/on", "56");
+      await observer.waitFor("/devices/tv/controls/volume", (m) => m.payload === "56");
+      // A successful command clears the flag the failed one raised.
+      await observer.waitFor("/devices/tv/controls/volume/meta/error", (m) => m.payload === "");
+      expect(await app.bridge.store.get("note:blob0")).toBeNull();
+      await app.bridge.store.write([{ key: "note:after", value: { n: 2 } }]);
+      // The failures were logged by key, never with the values.
+      expect(logs.some((line) => line.includes("state commit failed") && line.includes("note:blob0"))).toBe(true);
+      expect(logs.some((line) => line.includes("yyyyyyyy"))).toBe(false);
+      const healthAfter = await h.health();
+      expect(healthAfter.status).toBe("ok");
+      expect(healthAfter.store.write_error).toBeNull();
 
-        const acked = { tv: { ...before.tv, volume: 56 }, amp: { ...before.amp, power: true } };
-        expect(await h.state("tv")).toEqual(acked.tv);
-        expect(await h.state("amp")).toEqual(acked.amp);
+      const acked = { tv: { ...before.tv, volume: 56 }, amp: { ...before.amp, power: true } };
+      expect(await h.state("tv")).toEqual(acked.tv);
+      expect(await h.state("amp")).toEqual(acked.amp);
 
-        // After a stop, a fresh connection sees exactly the acknowledged values...
-        await app.close();
-        running = null;
-        expect(((await readStoredValue(dbPath, "device:tv")) as { state: SimState }).state).toEqual(acked.tv);
-        expect(((await readStoredValue(dbPath, "device:amp")) as { state: SimState }).state).toEqual(acked.amp);
-        // ...and the failed transactions left nothing behind, not even history.
-        expect(await historyText(dbPath, "device:tv")).not.toMatch(/"volume":(90|55)\b|"input":"tv"/);
-        expect(await historyText(dbPath, "device:amp")).not.toMatch(/"volume":91\b/);
-        expect(await readStoredValue(dbPath, "note:full")).toBeNull();
+      // After a stop, a fresh connection sees exactly the acknowledged values...
+      await app.close();
+      running = null;
+      expect(((await readStoredValue(dbPath, "device:tv")) as { state: SimState }).state).toEqual(acked.tv);
+      expect(((await readStoredValue(dbPath, "device:amp")) as { state: SimState }).state).toEqual(acked.amp);
+      // ...and the failed transactions left nothing behind, not even history.
+      expect(await historyText(dbPath, "device:tv")).not.toMatch(/"volume":(90|55)\b|"input":"tv"/);
+      expect(await historyText(dbPath, "device:amp")).not.toMatch(/"volume":91\b/);
+      expect(await readStoredValue(dbPath, "note:full")).toBeNull();
 
-        // ...and so does the bridge after a restart.
-        running = await startApp(config);
-        const h2 = helpers(running.app);
-        expect(await h2.state("tv")).toEqual(acked.tv);
-        expect(await h2.state("amp")).toEqual(acked.amp);
-      },
-      30_000,
-    );
+      // ...and so does the bridge after a restart.
+      running = await startApp(config);
+      const h2 = helpers(running.app);
+      expect(await h2.state("tv")).toEqual(acked.tv);
+      expect(await h2.state("amp")).toEqual(acked.amp);
+    }, 30_000);
   });
 
   describe.skipIf(skipExt4)("file system turned read-only (ext4 on a loop device)", () => {
@@ -251,74 +247,70 @@ describe("storage faults under a running bridge", () => {
       if (ext4Problem) throw new Error(`CI is set but the read-only fault tests cannot run: ${ext4Problem}`);
     });
 
-    it(
-      "fails actions with 503, keeps serving reads, stops cleanly, and has every acknowledged value after repair",
-      async () => {
-        scratch = await ScratchMount.ext4(16);
-        const { config, dbPath, app, h, observer, commander } = await bridgeWithClients(scratch);
+    it("fails actions with 503, keeps serving reads, stops cleanly, and has every acknowledged value after repair", async () => {
+      scratch = await ScratchMount.ext4(16);
+      const { config, dbPath, app, h, observer, commander } = await bridgeWithClients(scratch);
 
-        expect((await h.action("tv", "volume", { level: 12 })).status).toBe(200);
-        expect((await h.action("amp", "power_on")).status).toBe(200);
-        expect((await h.action("amp", "volume", { level: 64 })).status).toBe(200);
-        const acked = { tv: await h.state("tv"), amp: await h.state("amp") };
+      expect((await h.action("tv", "volume", { level: 12 })).status).toBe(200);
+      expect((await h.action("amp", "power_on")).status).toBe(200);
+      expect((await h.action("amp", "volume", { level: 64 })).status).toBe(200);
+      const acked = { tv: await h.state("tv"), amp: await h.state("amp") };
 
-        const fatal: string[] = [];
-        app.bridge.onFatal((reason) => fatal.push(reason));
-        await scratch.forceReadOnly();
+      const fatal: string[] = [];
+      app.bridge.onFatal((reason) => fatal.push(reason));
+      await scratch.forceReadOnly();
 
-        const failed = await Promise.all([
-          h.action("tv", "volume", { level: 93 }),
-          h.action("amp", "volume", { level: 94 }),
-          h.action("tv", "power_on"),
-        ]);
-        for (const res of failed) {
-          // SQLite reports EROFS on a write as an I/O error; a read-only open would be SQLITE_READONLY.
-          expect(res.status).toBe(503);
-          expect(["storage_io_error", "storage_read_only"]).toContain(res.body.error.code);
-          expect(res.body.error.message).toMatch(/read-only.*not saved/);
-        }
-        // A second round fails the same way: the writer is not stuck in a half-open transaction.
-        const again = await h.action("tv", "volume", { level: 95 });
-        expect(again.status).toBe(503);
-        // Repeated I/O failure is fatal (DESIGN §3): reported once, however many more commits fail.
-        expect((await h.action("tv", "volume", { level: 96 })).status).toBe(503);
-        expect((await h.action("tv", "volume", { level: 97 })).status).toBe(503);
-        expect(fatal).toHaveLength(1);
-        expect(fatal[0]).toMatch(/state store: every commit failed \((io|read_only)\)/);
+      const failed = await Promise.all([
+        h.action("tv", "volume", { level: 93 }),
+        h.action("amp", "volume", { level: 94 }),
+        h.action("tv", "power_on"),
+      ]);
+      for (const res of failed) {
+        // SQLite reports EROFS on a write as an I/O error; a read-only open would be SQLITE_READONLY.
+        expect(res.status).toBe(503);
+        expect(["storage_io_error", "storage_read_only"]).toContain(res.body.error.code);
+        expect(res.body.error.message).toMatch(/read-only.*not saved/);
+      }
+      // A second round fails the same way: the writer is not stuck in a half-open transaction.
+      const again = await h.action("tv", "volume", { level: 95 });
+      expect(again.status).toBe(503);
+      // Repeated I/O failure is fatal (DESIGN §3): reported once, however many more commits fail.
+      expect((await h.action("tv", "volume", { level: 96 })).status).toBe(503);
+      expect((await h.action("tv", "volume", { level: 97 })).status).toBe(503);
+      expect(fatal).toHaveLength(1);
+      expect(fatal[0]).toMatch(/state store: every commit failed \((io|read_only)\)/);
 
-        expect(await h.state("tv")).toEqual(acked.tv);
-        expect(await h.state("amp")).toEqual(acked.amp);
-        expect(await h.storedViaHttp("tv")).toEqual(acked.tv);
-        expect(await h.storedViaHttp("amp")).toEqual(acked.amp);
-        const health = await h.health();
-        expect(health.status).toBe("degraded");
-        expect(health.store.write_error?.code).toMatch(/^storage_(io_error|read_only)$/);
+      expect(await h.state("tv")).toEqual(acked.tv);
+      expect(await h.state("amp")).toEqual(acked.amp);
+      expect(await h.storedViaHttp("tv")).toEqual(acked.tv);
+      expect(await h.storedViaHttp("amp")).toEqual(acked.amp);
+      const health = await h.health();
+      expect(health.status).toBe("degraded");
+      expect(health.store.write_error?.code).toMatch(/^storage_(io_error|read_only)$/);
 
-        await commander.publish("/devices/amp/controls/volume/on", "11");
-        await observer.waitFor("/devices/amp/controls/volume/meta/error", (m) => m.payload === "w");
-        expect(await h.state("amp")).toEqual(acked.amp);
+      await commander.publish("/devices/amp/controls/volume/on", "11");
+      await observer.waitFor("/devices/amp/controls/volume/meta/error", (m) => m.payload === "w");
+      expect(await h.state("amp")).toEqual(acked.amp);
 
-        // Shutdown cannot checkpoint or remove its lock file, but it must finish (logged, not hung).
-        await deadline(app.close(), 10_000, "the bridge stopping on a read-only file system");
-        running = null;
+      // Shutdown cannot checkpoint or remove its lock file, but it must finish (logged, not hung).
+      await deadline(app.close(), 10_000, "the bridge stopping on a read-only file system");
+      running = null;
 
-        // A read-only file system only comes back through unmount + fsck (a reboot). A plain
-        // `mount -o remount,ro` would not even get here: it is refused while the database is open.
-        await scratch.repairAndRemount();
-        expect(((await readStoredValue(dbPath, "device:tv")) as { state: SimState }).state).toEqual(acked.tv);
-        expect(((await readStoredValue(dbPath, "device:amp")) as { state: SimState }).state).toEqual(acked.amp);
-        expect(await historyText(dbPath, "device:tv")).not.toMatch(/"volume":(93|95)\b/);
-        expect(await historyText(dbPath, "device:amp")).not.toMatch(/"volume":(94|11)\b/);
+      // A read-only file system only comes back through unmount + fsck (a reboot). A plain
+      // `mount -o remount,ro` would not even get here: it is refused while the database is open.
+      await scratch.repairAndRemount();
+      expect(((await readStoredValue(dbPath, "device:tv")) as { state: SimState }).state).toEqual(acked.tv);
+      expect(((await readStoredValue(dbPath, "device:amp")) as { state: SimState }).state).toEqual(acked.amp);
+      expect(await historyText(dbPath, "device:tv")).not.toMatch(/"volume":(93|95)\b/);
+      expect(await historyText(dbPath, "device:amp")).not.toMatch(/"volume":(94|11)\b/);
 
-        running = await startApp(config);
-        const h2 = helpers(running.app);
-        expect(await h2.state("tv")).toEqual(acked.tv);
-        expect(await h2.state("amp")).toEqual(acked.amp);
-        const next = await h2.action("tv", "volume", { level: 50 });
-        expect(next.status).toBe(200);
-        expect((await h2.health()).store.write_error).toBeNull();
-      },
-      30_000,
-    );
+      running = await startApp(config);
+      const h2 = helpers(running.app);
+      expect(await h2.state("tv")).toEqual(acked.tv);
+      expect(await h2.state("amp")).toEqual(acked.amp);
+      const next = await h2.action("tv", "volume", { level: 50 });
+      expect(next.status).toBe(200);
+      expect((await h2.health()).store.write_error).toBeNull();
+    }, 30_000);
   });
 });

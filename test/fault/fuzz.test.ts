@@ -13,14 +13,14 @@
  * is enough to rebuild that one input.
  */
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { connect as netConnect, type AddressInfo } from "node:net";
+import { type AddressInfo, connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig, type Env } from "../../app/config/loader.js";
+import { type Env, loadConfig } from "../../app/config/loader.js";
 import { DriverRegistry } from "../../app/devices/driver.js";
 import { builtinDrivers } from "../../app/lifespan.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
@@ -31,14 +31,12 @@ import { startApp } from "../helpers/app.js";
 import { hsToken, SECRET_ENV, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET } from "../helpers/auth.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
-import { mulberry32, seedFromEnv, type Rng } from "../helpers/seeded.js";
+import { mulberry32, type Rng, seedFromEnv } from "../helpers/seeded.js";
 
 // ---------------------------------------------------------------- seeded randomness
 
-
 const SEED = seedFromEnv("FUZZ_SEED");
 const REPRODUCE = `FUZZ_SEED=${SEED} npx vitest run test/fault/fuzz.test.ts`;
-
 
 /** One stream per case: a case rebuilds from (seed, category, index) alone, whatever ran before it. */
 function caseRng(category: Category, index: number): Rng {
@@ -70,7 +68,10 @@ const INPUTS = ["hdmi1", "hdmi2", "tv"];
 const SCENARIO_IDS = ["movie", "music"];
 const ROLES: Record<string, string> = { display: "tv", audio: "amp" };
 /** Commands of simulatedDevice(): name -> params. */
-const COMMANDS: Record<string, Array<{ name: string; type: "boolean" | "integer" | "string"; min?: number; max?: number; enum?: string[] }>> = {
+const COMMANDS: Record<
+  string,
+  Array<{ name: string; type: "boolean" | "integer" | "string"; min?: number; max?: number; enum?: string[] }>
+> = {
   power: [{ name: "on", type: "boolean" }],
   power_on: [],
   power_off: [],
@@ -80,7 +81,11 @@ const COMMANDS: Record<string, Array<{ name: string; type: "boolean" | "integer"
 };
 /** Role pushbuttons the active scenario (movie) shows on /devices/scenarios: commands without required params. */
 const ROLE_CONTROLS = new Set(
-  Object.keys(ROLES).flatMap((role) => Object.entries(COMMANDS).filter(([, p]) => p.length === 0).map(([a]) => `${role}_${a}`)),
+  Object.keys(ROLES).flatMap((role) =>
+    Object.entries(COMMANDS)
+      .filter(([, p]) => p.length === 0)
+      .map(([a]) => `${role}_${a}`),
+  ),
 );
 
 const WB_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -88,7 +93,25 @@ const NUMBERISH = /^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$/;
 const ACCEPTED_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-const UNICODE_BITS = ["é", "ß", "Ж", "і", "中", "😀", "\u200b", "\u202e", "\u0301", "\ufeff", "\u00a0", "\u2028", "１", "٣", "\ud83d", "\udc00", "𝟘"];
+const UNICODE_BITS = [
+  "é",
+  "ß",
+  "Ж",
+  "і",
+  "中",
+  "😀",
+  "\u200b",
+  "\u202e",
+  "\u0301",
+  "\ufeff",
+  "\u00a0",
+  "\u2028",
+  "１",
+  "٣",
+  "\ud83d",
+  "\udc00",
+  "𝟘",
+];
 
 /** Printable ASCII, control characters and awkward Unicode (RTL marks, lone surrogates, look-alikes). */
 function junkText(r: Rng, maxLen: number): string {
@@ -117,7 +140,9 @@ function junkBytes(r: Rng, maxLen: number): Buffer {
 /** A name usable as one MQTT topic level (no '/', '+', '#', NUL) but not a WB id. */
 function junkLevel(r: Rng): string {
   for (;;) {
-    const s = chance(r, 0.5) ? `${pick(r, ["x", "power", "volume", "POWER", "input", "muted", "Play from ROM"])}${junkText(r, 12)}` : junkText(r, 40);
+    const s = chance(r, 0.5)
+      ? `${pick(r, ["x", "power", "volume", "POWER", "input", "muted", "Play from ROM"])}${junkText(r, 12)}`
+      : junkText(r, 40);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: removes what a topic level may not hold, NUL included.
     const clean = s.replace(/[/+#\u0000\ud800-\udfff]/g, "");
     if (clean !== "") return clean;
@@ -149,7 +174,8 @@ function junkJson(r: Rng, depth = 0): JsonValue {
   }
   if (k < 0.75) return Array.from({ length: int(r, 0, 4) }, () => junkJson(r, depth + 1));
   const obj: JsonObject = {};
-  for (let i = int(r, 0, 4); i > 0; i--) obj[pick(r, ["a", "level", "on", "input", "action", "params", "id", junkText(r, 8)])] = junkJson(r, depth + 1);
+  for (let i = int(r, 0, 4); i > 0; i--)
+    obj[pick(r, ["a", "level", "on", "input", "action", "params", "id", junkText(r, 8)])] = junkJson(r, depth + 1);
   return obj;
 }
 
@@ -281,7 +307,13 @@ function errorBodyProblem(text: string): string | null {
     return `error body is not JSON: ${JSON.stringify(text.slice(0, 120))}`;
   }
   const error = isObject(body) ? body.error : undefined;
-  if (!isObject(error) || typeof error.code !== "string" || error.code === "" || typeof error.message !== "string" || error.message === "") {
+  if (
+    !isObject(error) ||
+    typeof error.code !== "string" ||
+    error.code === "" ||
+    typeof error.message !== "string" ||
+    error.message === ""
+  ) {
     return `error body is not {error:{code,message}}: ${text.slice(0, 160)}`;
   }
   return null;
@@ -365,7 +397,8 @@ async function sendHttp(category: Category, c: HttpCase): Promise<void> {
   noteDuration(c.label, performance.now() - started);
   judge(category, c.label, res.status, res.headers.get("content-type") ?? "", text, c.verdict);
   // fetch strips only spaces and tabs around a value; so does this.
-  if (c.requestId !== undefined && res.status !== 431) checkRequestId(category, c.label, c.requestId.replace(/^[\t ]+|[\t ]+$/g, ""), res.headers.get("x-request-id"));
+  if (c.requestId !== undefined && res.status !== 431)
+    checkRequestId(category, c.label, c.requestId.replace(/^[\t ]+|[\t ]+$/g, ""), res.headers.get("x-request-id"));
 }
 
 function checkRequestId(category: Category, label: string, sent: string, echoed: string | null): void {
@@ -463,7 +496,14 @@ async function runPool(count: number, concurrency: number, task: (i: number) => 
 
 // ---------------------------------------------------------------- HTTP bodies
 
-function json(method: string, path: string, body: string | Buffer, verdict: Verdict, label: string, contentType = "application/json"): HttpCase {
+function json(
+  method: string,
+  path: string,
+  body: string | Buffer,
+  verdict: Verdict,
+  label: string,
+  contentType = "application/json",
+): HttpCase {
   return { label, method, path, body, verdict, headers: { authorization: `Bearer ${token}`, "content-type": contentType } };
 }
 
@@ -493,7 +533,19 @@ function actionTextOf(r: Rng, kind: string): string {
         ]),
       );
     case "unknown":
-      return JSON.stringify({ action: pick(r, ["power_onx", "POWER_ON", "mute", "volume_down", "toString", "constructor", "__proto__", "hasOwnProperty", junkId(r)]) });
+      return JSON.stringify({
+        action: pick(r, [
+          "power_onx",
+          "POWER_ON",
+          "mute",
+          "volume_down",
+          "toString",
+          "constructor",
+          "__proto__",
+          "hasOwnProperty",
+          junkId(r),
+        ]),
+      });
     case "extra":
       return JSON.stringify(
         pick(r, [
@@ -504,9 +556,15 @@ function actionTextOf(r: Rng, kind: string): string {
         ]),
       );
     case "range":
-      return JSON.stringify({ action: "volume", params: { level: pick(r, [-1, 101, 1e308, -1e308, 50.5, 2 ** 53 + 2, 1e-9, 100.0000001, int(r, 101, 1e9)]) } });
+      return JSON.stringify({
+        action: "volume",
+        params: { level: pick(r, [-1, 101, 1e308, -1e308, 50.5, 2 ** 53 + 2, 1e-9, 100.0000001, int(r, 101, 1e9)]) },
+      });
     case "enum":
-      return JSON.stringify({ action: "input", params: { input: pick(r, ["HDMI1", "hdmi3", " hdmi1", "hdmi1 ", "hdmі1", "", `${marker}`, "hdmi1".repeat(int(r, 2, 2000))]) } });
+      return JSON.stringify({
+        action: "input",
+        params: { input: pick(r, ["HDMI1", "hdmi3", " hdmi1", "hdmi1 ", "hdmі1", "", `${marker}`, "hdmi1".repeat(int(r, 2, 2000))]) },
+      });
     case "proto":
       return pick(r, [
         `{"action":"power_on","__proto__":{"polluted_zq":"${marker}"}}`,
@@ -526,7 +584,12 @@ function actionTextOf(r: Rng, kind: string): string {
       ])();
     case "malformed":
       // Valid before the damage: a lenient parse would execute it, which the final state would show.
-      return corruptJson(r, JSON.stringify(pick(r, [{ action: "volume", params: { level: 77 } }, { action: "power_on" }, { action: "input", params: { input: "tv" } }])));
+      return corruptJson(
+        r,
+        JSON.stringify(
+          pick(r, [{ action: "volume", params: { level: 77 } }, { action: "power_on" }, { action: "input", params: { input: "tv" } }]),
+        ),
+      );
     case "nonobject":
       return pick(r, ['"power_on"', "[]", '[{"action":"power_on"}]', "null", "1", "true", "", " ", "\ufeff"]);
     default:
@@ -540,7 +603,9 @@ function actionCase(r: Rng, label: string): HttpCase {
   const path = `/devices/${device}/action`;
   // Whatever the path (`t%76` is tv once decoded), the body alone is invalid.
   const { text, kind } = invalidActionText(r);
-  const contentType = chance(r, 0.9) ? "application/json" : pick(r, ["application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded", "application/vnd.api+json"]);
+  const contentType = chance(r, 0.9)
+    ? "application/json"
+    : pick(r, ["application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded", "application/vnd.api+json"]);
   return json("POST", path, text, { allow2xx: false }, `${label} POST ${path.slice(0, 60)} [${kind}]`, contentType);
 }
 
@@ -551,7 +616,12 @@ function scenarioCase(r: Rng, label: string): HttpCase {
     let text: string;
     if (route === "shutdown") {
       // Any body that parses runs the shutdown (the route takes none), so only unparseable ones.
-      text = pick(r, [() => corruptJson(r, JSON.stringify(junkJson(r))), () => "{", () => deepText(r, 50_000).slice(0, -1), () => `{"a":"${"x".repeat(300_000)}`])();
+      text = pick(r, [
+        () => corruptJson(r, JSON.stringify(junkJson(r))),
+        () => "{",
+        () => deepText(r, 50_000).slice(0, -1),
+        () => `{"a":"${"x".repeat(300_000)}`,
+      ])();
       if (parses(text)) continue;
       return json("POST", path, text, { allow2xx: false }, `${label} POST ${path}`);
     }
@@ -559,11 +629,15 @@ function scenarioCase(r: Rng, label: string): HttpCase {
       () => ({ id: pick(r, [...SCENARIO_IDS, junkId(r), 1, null, ["movie"]]), graceful: pick(r, [true, "yes", 1, null, undefined]) }),
       () => ({ id: junkId(r) }),
       () => ({ id: pick(r, SCENARIO_IDS), extra: MARKER }),
-      () => ({ role: pick(r, [...Object.keys(ROLES), junkId(r)]), action: pick(r, [...Object.keys(COMMANDS), junkId(r), 5]), params: pick(r, [undefined, junkJson(r), { level: 500 }, { on: "yes" }]) }),
+      () => ({
+        role: pick(r, [...Object.keys(ROLES), junkId(r)]),
+        action: pick(r, [...Object.keys(COMMANDS), junkId(r), 5]),
+        params: pick(r, [undefined, junkJson(r), { level: 500 }, { on: "yes" }]),
+      }),
       () => ({ role: "display", action: "volume", params: { level: pick(r, [-5, 101, "50", 50.5]) } }),
       () => junkJson(r),
     ])();
-    text = chance(r, 0.2) ? corruptJson(r, JSON.stringify(value)) : JSON.stringify(value) ?? "null";
+    text = chance(r, 0.2) ? corruptJson(r, JSON.stringify(value)) : (JSON.stringify(value) ?? "null");
     const parsed = parseOr(text);
     if (parsed.ok && scenarioBodyExecutes(route, parsed.value)) continue;
     return json("POST", path, text, { allow2xx: false }, `${label} POST ${path}`);
@@ -575,7 +649,12 @@ function scenarioBodyExecutes(route: string, body: unknown): boolean {
   if (!isObject(body)) return false;
   if (route === "switch") {
     const keysOk = Object.keys(body).every((k) => k === "id" || k === "graceful");
-    return keysOk && typeof body.id === "string" && SCENARIO_IDS.includes(body.id) && (body.graceful === undefined || typeof body.graceful === "boolean");
+    return (
+      keysOk &&
+      typeof body.id === "string" &&
+      SCENARIO_IDS.includes(body.id) &&
+      (body.graceful === undefined || typeof body.graceful === "boolean")
+    );
   }
   if (route === "start") return false; // a scenario is active: always 409
   if (route === "role_action") {
@@ -589,8 +668,24 @@ function scenarioBodyExecutes(route: string, body: unknown): boolean {
 function stateKey(r: Rng): { key: string; writable: boolean } {
   const k = r();
   if (k < 0.55) return { key: `fuzz:${pick(r, ["a", "b", "c", `k${int(r, 0, 50)}`])}`, writable: true };
-  if (k < 0.75) return { key: encodeURIComponent(pick(r, ["device:tv", "device:amp", "device:nope", "scenario:last", "recovery:x", "scenario:movie"])), writable: false };
-  const bad = pick(r, ["Fuzz:x", "nocolon", "a:", ":a", `${"n".repeat(40)}:x`, `fuzz:${"i".repeat(300)}`, "fuzz:a b", "fuzz:ü", junkText(r, 30), "%zz", "%00"]);
+  if (k < 0.75)
+    return {
+      key: encodeURIComponent(pick(r, ["device:tv", "device:amp", "device:nope", "scenario:last", "recovery:x", "scenario:movie"])),
+      writable: false,
+    };
+  const bad = pick(r, [
+    "Fuzz:x",
+    "nocolon",
+    "a:",
+    ":a",
+    `${"n".repeat(40)}:x`,
+    `fuzz:${"i".repeat(300)}`,
+    "fuzz:a b",
+    "fuzz:ü",
+    junkText(r, 30),
+    "%zz",
+    "%00",
+  ]);
   return { key: bad.startsWith("%") ? bad : encodeLevel(bad) || "%20", writable: false };
 }
 
@@ -626,7 +721,14 @@ function bodyCase(i: number): HttpCase {
   const r = caseRng("bodies", i);
   const label = `bodies#${i}`;
   // Seed corpus: inputs that once broke the bridge run on every seed.
-  if (i === 0) return json("PUT", "/state/fuzz:deep", `{"v":${"[".repeat(10_000)}${"]".repeat(10_000)}}`, { allow2xx: false }, `${label} PUT deep JSON`);
+  if (i === 0)
+    return json(
+      "PUT",
+      "/state/fuzz:deep",
+      `{"v":${"[".repeat(10_000)}${"]".repeat(10_000)}}`,
+      { allow2xx: false },
+      `${label} PUT deep JSON`,
+    );
   if (i === 1) return json("POST", "/devices/%zz/action", "{}", { allow2xx: false }, `${label} POST undecodable path`);
   const k = r();
   if (k < 0.45) return actionCase(r, label);
@@ -661,7 +763,21 @@ function queryCase(i: number): HttpCase {
     "/recovery-points",
     "/backups",
   ]);
-  const names = ["limit", "cursor", "prefix", "filter", "key", "transition", "ttl", "access_token", "limit[]", "", "__proto__", "constructor", junkText(r, 6).replace(/[#&=]/g, "")];
+  const names = [
+    "limit",
+    "cursor",
+    "prefix",
+    "filter",
+    "key",
+    "transition",
+    "ttl",
+    "access_token",
+    "limit[]",
+    "",
+    "__proto__",
+    "constructor",
+    junkText(r, 6).replace(/[#&=]/g, ""),
+  ];
   const parts: string[] = [];
   const many = chance(r, 0.05);
   for (let n = int(r, 1, many ? 400 : 6); n > 0; n--) {
@@ -744,7 +860,14 @@ async function headerFetchCase(r: Rng, i: number): Promise<HttpCase> {
       headers["if-match"] = pick(r, ['"abc"', "*", 'W/"x"', "", '"', junkHeaderValue(r, 60), `"${"e".repeat(3000)}"`]);
       break;
     case "request-id":
-      requestId = pick(r, [() => junkHeaderValue(r, 60), () => `req-${int(r, 0, 1e9)}`, () => "r".repeat(int(r, 120, 400)), () => "a b", () => "ok.id:1@x/y+z=", () => "é"])();
+      requestId = pick(r, [
+        () => junkHeaderValue(r, 60),
+        () => `req-${int(r, 0, 1e9)}`,
+        () => "r".repeat(int(r, 120, 400)),
+        () => "a b",
+        () => "ok.id:1@x/y+z=",
+        () => "é",
+      ])();
       headers["x-request-id"] = requestId;
       break;
     case "accept":
@@ -784,39 +907,96 @@ function rawHeaderCase(r: Rng): RawCase {
   const auth = `Authorization: Bearer ${token}\r\n`;
   const close = "Connection: close\r\n";
   const bad = JSON.stringify({ action: "nope_action" });
-  const post = (extra: string, body: string) => `POST /devices/tv/action HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\n${extra}\r\n${body}`;
+  const post = (extra: string, body: string) =>
+    `POST /devices/tv/action HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\n${extra}\r\n${body}`;
   const get = (extra: string) => `GET /health HTTP/1.1\r\nHost: x\r\n${auth}${close}${extra}\r\n`;
-  const bytes = (...parts: Array<string | Uint8Array>) => Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "latin1") : p)));
+  const bytes = (...parts: Array<string | Uint8Array>) =>
+    Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "latin1") : p)));
   const templates: Array<() => RawCase> = [
-    () => ({ label: "content-length not a number", data: bytes(post(`Content-Length: ${pick(r, ["abc", "-1", "1.5", "+5", "0x10", "1e3", "99999999999999999999", ""])}\r\n`, bad)), incomplete: true }),
-    () => ({ label: "content-length twice", data: bytes(post(`Content-Length: ${bad.length}\r\nContent-Length: ${bad.length + 1}\r\n`, bad)) }),
-    () => ({ label: "content-length and chunked", data: bytes(post("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")) }),
-    () => ({ label: "content-length too small", data: bytes(post(`Content-Length: ${int(r, 0, bad.length - 1)}\r\n`, bad)) }),
-    () => ({ label: "content-length too large", data: bytes(post(`Content-Length: ${bad.length + int(r, 1, 1000)}\r\n`, bad)), incomplete: true }),
     () => ({
-      label: "bad chunk size",
-      data: bytes(`PUT /state/fuzz:raw HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${pick(r, ["zz", "-1", "fffffffffffffffff", "2;x=\u0001"])}\r\n{}\r\n0\r\n\r\n`),
+      label: "content-length not a number",
+      data: bytes(post(`Content-Length: ${pick(r, ["abc", "-1", "1.5", "+5", "0x10", "1e3", "99999999999999999999", ""])}\r\n`, bad)),
       incomplete: true,
     }),
-    () => ({ label: "unfinished chunks", data: bytes(`PUT /state/fuzz:raw HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":`), incomplete: true }),
-    () => ({ label: "transfer-encoding junk", data: bytes(post(`Transfer-Encoding: ${pick(r, ["gzip", "chunked, gzip", "xchunked", "identity"])}\r\n`, bad)) }),
+    () => ({
+      label: "content-length twice",
+      data: bytes(post(`Content-Length: ${bad.length}\r\nContent-Length: ${bad.length + 1}\r\n`, bad)),
+    }),
+    () => ({ label: "content-length and chunked", data: bytes(post("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")) }),
+    () => ({ label: "content-length too small", data: bytes(post(`Content-Length: ${int(r, 0, bad.length - 1)}\r\n`, bad)) }),
+    () => ({
+      label: "content-length too large",
+      data: bytes(post(`Content-Length: ${bad.length + int(r, 1, 1000)}\r\n`, bad)),
+      incomplete: true,
+    }),
+    () => ({
+      label: "bad chunk size",
+      data: bytes(
+        `PUT /state/fuzz:raw HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${pick(r, ["zz", "-1", "fffffffffffffffff", "2;x=\u0001"])}\r\n{}\r\n0\r\n\r\n`,
+      ),
+      incomplete: true,
+    }),
+    () => ({
+      label: "unfinished chunks",
+      data: bytes(
+        `PUT /state/fuzz:raw HTTP/1.1\r\nHost: x\r\n${auth}${close}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":`,
+      ),
+      incomplete: true,
+    }),
+    () => ({
+      label: "transfer-encoding junk",
+      data: bytes(post(`Transfer-Encoding: ${pick(r, ["gzip", "chunked, gzip", "xchunked", "identity"])}\r\n`, bad)),
+    }),
     () => ({ label: "header without colon", data: bytes(get("JunkHeaderLine\r\n")) }),
     () => ({ label: "space before colon", data: bytes(get("X-A : b\r\n")) }),
     () => ({ label: "control character", data: bytes(get(`X-A: a${String.fromCharCode(pick(r, [0, 1, 7, 27, 127]))}b\r\n`)) }),
     () => ({ label: "obs-fold", data: bytes(get("X-A: a\r\n  folded\r\n")) }),
-    () => ({ label: "non-ASCII header name", data: bytes(`GET /health HTTP/1.1\r\nHost: x\r\n${auth}${close}X-`, junkBytes(r, 8), ": v\r\n\r\n") }),
-    () => ({ label: "non-ASCII header value", data: bytes(`GET /health HTTP/1.1\r\nHost: x\r\n${auth}${close}X-A: `, junkBytes(r, 30).filter((b) => b !== 10 && b !== 13), "\r\n\r\n") }),
-    () => ({ label: "garbage Authorization bytes", data: bytes(`GET /health HTTP/1.1\r\nHost: x\r\n${close}Authorization: Bearer `, junkBytes(r, 200).filter((b) => b > 31 && b !== 127), "\r\n\r\n") }),
+    () => ({
+      label: "non-ASCII header name",
+      data: bytes(`GET /health HTTP/1.1\r\nHost: x\r\n${auth}${close}X-`, junkBytes(r, 8), ": v\r\n\r\n"),
+    }),
+    () => ({
+      label: "non-ASCII header value",
+      data: bytes(
+        `GET /health HTTP/1.1\r\nHost: x\r\n${auth}${close}X-A: `,
+        junkBytes(r, 30).filter((b) => b !== 10 && b !== 13),
+        "\r\n\r\n",
+      ),
+    }),
+    () => ({
+      label: "garbage Authorization bytes",
+      data: bytes(
+        `GET /health HTTP/1.1\r\nHost: x\r\n${close}Authorization: Bearer `,
+        junkBytes(r, 200).filter((b) => b > 31 && b !== 127),
+        "\r\n\r\n",
+      ),
+    }),
     () => ({ label: "header block too large", data: bytes(get(`X-A: ${"v".repeat(int(r, 17_000, 30_000))}\r\n`)) }),
     () => ({
       label: "bad request line",
-      data: bytes(pick(r, ["HELLO\r\n\r\n", "GET\r\n\r\n", "GET /health HTTP/9.9\r\nHost: x\r\n\r\n", "G@T /health HTTP/1.1\r\nHost: x\r\n\r\n", "GET /he alth HTTP/1.1\r\nHost: x\r\n\r\n", "GET /health\u0000 HTTP/1.1\r\nHost: x\r\n\r\n", "GET health HTTP/1.1\r\nHost: x\r\n\r\n"])),
+      data: bytes(
+        pick(r, [
+          "HELLO\r\n\r\n",
+          "GET\r\n\r\n",
+          "GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+          "G@T /health HTTP/1.1\r\nHost: x\r\n\r\n",
+          "GET /he alth HTTP/1.1\r\nHost: x\r\n\r\n",
+          "GET /health\u0000 HTTP/1.1\r\nHost: x\r\n\r\n",
+          "GET health HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]),
+      ),
       incomplete: true,
     }),
     () => ({ label: "only empty lines", data: bytes("\r\n\r\n\r\n"), incomplete: true, silentOk: true }),
     () => ({ label: "absolute-form target", data: bytes(`GET http://evil.test/health HTTP/1.1\r\nHost: x\r\n${auth}${close}\r\n`) }),
-    () => ({ label: "path parameter too long", data: bytes(`GET /state/fuzz:${"k".repeat(int(r, 513, 4000))} HTTP/1.1\r\nHost: x\r\n${auth}${close}\r\n`) }),
-    () => ({ label: "undecodable path", data: bytes(`GET /devices/${pick(r, ["%zz", "%", "%E0%A4%A", "%C0%80"])}/state HTTP/1.1\r\nHost: x\r\n${auth}${close}\r\n`) }),
+    () => ({
+      label: "path parameter too long",
+      data: bytes(`GET /state/fuzz:${"k".repeat(int(r, 513, 4000))} HTTP/1.1\r\nHost: x\r\n${auth}${close}\r\n`),
+    }),
+    () => ({
+      label: "undecodable path",
+      data: bytes(`GET /devices/${pick(r, ["%zz", "%", "%E0%A4%A", "%C0%80"])}/state HTTP/1.1\r\nHost: x\r\n${auth}${close}\r\n`),
+    }),
     () => ({ label: "no Host", data: bytes(`GET /health HTTP/1.1\r\n${auth}${close}\r\n`), nodeOwn400: true }),
     () => ({ label: "two Hosts", data: bytes(`GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n${auth}${close}\r\n`) }),
     () => ({
@@ -860,7 +1040,12 @@ const BASE_CONFIG: { system: JsonObject; devices: Record<string, JsonObject>; sc
   system: {
     mqtt: { client_id: "wb-bridge", embedded: { enabled: true, host: "127.0.0.1", port: 18830 }, keepalive_s: 30 },
     http: { host: "127.0.0.1", port: 8099 },
-    persistence: { db_path: "data/state_store.db", synchronous: "full", backups: { interval_s: 300, keep: 10 }, history: { max_per_key: 200, max_age_days: 90 } },
+    persistence: {
+      db_path: "data/state_store.db",
+      synchronous: "full",
+      backups: { interval_s: 300, keep: 10 },
+      history: { max_per_key: 200, max_age_days: 90 },
+    },
     logging: { level: "info" },
     auth: { mode: "none" },
     rate_limit: { max: 120, window_ms: 60_000 },
@@ -898,7 +1083,10 @@ const BASE_CONFIG: { system: JsonObject; devices: Record<string, JsonObject>; sc
       driver: "mqtt_json",
       config: {
         base_topic: "zigbee2mqtt/floor_lamp",
-        state: { power: { path: "state", map: { ON: true, OFF: false } }, brightness: { path: "brightness", type: "int", min: 0, max: 254 } },
+        state: {
+          power: { path: "state", map: { ON: true, OFF: false } },
+          brightness: { path: "brightness", type: "int", min: 0, max: 254 },
+        },
       },
       commands: {
         power_on: { payload: { state: "ON" } },
@@ -942,7 +1130,10 @@ const BASE_CONFIG: { system: JsonObject; devices: Record<string, JsonObject>; sc
       name: "Music",
       roles: { audio: "amplifier" },
       devices: ["amplifier", "floor_lamp"],
-      startup: [{ role: "audio", action: "input_tv" }, { device: "floor_lamp", action: "power_on" }],
+      startup: [
+        { role: "audio", action: "input_tv" },
+        { device: "floor_lamp", action: "power_on" },
+      ],
       shutdown: [{ role: "audio", action: "power_off" }],
     },
   },
@@ -1015,7 +1206,8 @@ function mutateTree(r: Rng, value: JsonValue): { value: JsonValue; ops: string[]
         slot.set(pick<JsonValue>(r, [null, true, 0, -1, "", "x", [], {}, [current], { v: current }]));
         break;
       case "add":
-        if (isObject(current)) (current as JsonObject)[pick(r, ["extra", "constructor", "toString", "device_id", "ÿ", junkText(r, 10) || "k"])] = junkJson(r);
+        if (isObject(current))
+          (current as JsonObject)[pick(r, ["extra", "constructor", "toString", "device_id", "ÿ", junkText(r, 10) || "k"])] = junkJson(r);
         else if (Array.isArray(current)) current.push(junkJson(r));
         else slot.set(junkJson(r));
         break;
@@ -1118,7 +1310,11 @@ async function runConfigCase(i: number, root: string, registry: DriverRegistry):
   try {
     await configCase(i, root, registry, (path, data) => {
       restore(path);
-      return data === null ? rm(join(work, path), { force: true }) : data === "dir" ? mkdir(join(work, path)) : writeFile(join(work, path), data);
+      return data === null
+        ? rm(join(work, path), { force: true })
+        : data === "dir"
+          ? mkdir(join(work, path))
+          : writeFile(join(work, path), data);
     });
   } finally {
     for (const step of undo.reverse()) await step();
@@ -1132,7 +1328,8 @@ async function configCase(i: number, root: string, registry: DriverRegistry, put
   const which = r();
   const kind = which < 0.2 ? "system" : which < 0.65 ? "devices" : "scenarios";
   const name = kind === "system" ? "system" : pick(r, Object.keys(kind === "devices" ? BASE_CONFIG.devices : BASE_CONFIG.scenarios));
-  const original: JsonValue = kind === "system" ? BASE_CONFIG.system : ((kind === "devices" ? BASE_CONFIG.devices : BASE_CONFIG.scenarios)[name] as JsonObject);
+  const original: JsonValue =
+    kind === "system" ? BASE_CONFIG.system : ((kind === "devices" ? BASE_CONFIG.devices : BASE_CONFIG.scenarios)[name] as JsonObject);
   const file = kind === "system" ? "system.json" : join(kind, `${name}.json`);
   let how: string;
   const style = r();
@@ -1304,7 +1501,11 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
 
   async function runMqtt(from: number, to: number): Promise<void> {
     observer.received.length = 0;
-    const before = { rejected: logCount("40 MQTT command rejected"), failed: logCount("40 action failed [mqtt]"), scenario: scenarioWarnings() };
+    const before = {
+      rejected: logCount("40 MQTT command rejected"),
+      failed: logCount("40 action failed [mqtt]"),
+      scenario: scenarioWarnings(),
+    };
     let expectedDeviceWarnings = 0;
     let expectedScenarioWarnings = 0;
     const flagged = new Set<string>();
@@ -1329,7 +1530,8 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
     const current = expectedStates[device]?.volume as number;
     const level = current === 33 ? 34 : 33;
     const mark = observer.received.length;
-    const after = (m: { payload: string }, payload: string) => m.payload === payload && observer.received.indexOf(m as (typeof observer.received)[number]) >= mark;
+    const after = (m: { payload: string }, payload: string) =>
+      m.payload === payload && observer.received.indexOf(m as (typeof observer.received)[number]) >= mark;
     await sender.publish(`/devices/${device}/controls/volume/on`, String(level));
     await observer.waitFor(`/devices/${device}/controls/volume`, (m) => after(m, String(level)), 10_000);
     await observer.waitFor(`/devices/${device}/controls/volume/meta/error`, (m) => after(m, ""), 10_000);
@@ -1339,7 +1541,9 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
 
     const deviceWarnings = logCount("40 MQTT command rejected") - before.rejected + (logCount("40 action failed [mqtt]") - before.failed);
     expect(deviceWarnings, `one warning per junk command to our devices (${REPRODUCE})`).toBe(expectedDeviceWarnings);
-    expect(scenarioWarnings() - before.scenario, `one warning per junk command to /devices/scenarios (${REPRODUCE})`).toBe(expectedScenarioWarnings);
+    expect(scenarioWarnings() - before.scenario, `one warning per junk command to /devices/scenarios (${REPRODUCE})`).toBe(
+      expectedScenarioWarnings,
+    );
     // The flag a refused command leaves is "w" now (retained); only the valid command cleared its own control's.
     flagged.delete(`/devices/${device}/controls/volume/meta/error`);
     const missing = [...flagged].filter((t) => lastPayload.get(t) !== "w");
@@ -1348,7 +1552,10 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
   }
 
   function scenarioWarnings(): number {
-    return logCount("40 MQTT command rejected: unknown scenario") + logCount("40 MQTT command for a role control the active scenario does not have");
+    return (
+      logCount("40 MQTT command rejected: unknown scenario") +
+      logCount("40 MQTT command for a role control the active scenario does not have")
+    );
   }
 
   async function runHttp(category: "bodies" | "queries", from: number, to: number): Promise<void> {
@@ -1405,7 +1612,13 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
               { role: "audio", action: "power_off" },
             ],
           },
-          { scenario_id: "music", name: "Music", roles: { audio: "amp" }, devices: ["amp"], startup: [{ role: "audio", action: "input", params: { input: "tv" } }] },
+          {
+            scenario_id: "music",
+            name: "Music",
+            roles: { audio: "amp" },
+            devices: ["amp"],
+            startup: [{ role: "audio", action: "input", params: { input: "tv" } }],
+          },
         ],
       },
       { [SECRET_ENV]: TEST_SECRET },
@@ -1467,7 +1680,10 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
 
   function expectNoOffenders(category: Category): void {
     const mine = offenders.get(category) ?? { count: 0, first: [] };
-    expect(mine.first.map((o) => `${o.label}: ${o.problem}`), `${mine.count} offenders in ${category} (${REPRODUCE})`).toEqual([]);
+    expect(
+      mine.first.map((o) => `${o.label}: ${o.problem}`),
+      `${mine.count} offenders in ${category} (${REPRODUCE})`,
+    ).toEqual([]);
   }
 
   it("warm-up: the first inputs of every category, then the memory baseline", async () => {
@@ -1517,7 +1733,8 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
 
     // Nothing the fuzz sent changed a device or the scenario (the MQTT phases' own valid commands aside).
     for (const id of DEVICES) expect(await deviceState(id), `device ${id} (${REPRODUCE})`).toEqual(expectedStates[id]);
-    for (const [key, count] of Object.entries(historyBefore)) expect(await historyCount(key), `commits of ${key} (${REPRODUCE})`).toBe(count);
+    for (const [key, count] of Object.entries(historyBefore))
+      expect(await historyCount(key), `commits of ${key} (${REPRODUCE})`).toBe(count);
     expect(((await api("GET", "/scenario/state")).json as { scenario_id: string }).scenario_id).toBe("movie");
     expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(protoKeysBefore);
     expect(({} as Record<string, unknown>).polluted_zq).toBeUndefined();
@@ -1538,7 +1755,11 @@ describe(`fault injection: 10,000 malformed inputs (seed ${SEED})`, () => {
     // `muted` is read-only: a command to it is refused and leaves a retained "w" the probe must see.
     const mark = observer.received.length;
     await sender.publish("/devices/tv/controls/muted/on", "1");
-    await observer.waitFor("/devices/tv/controls/muted/meta/error", (m) => m.payload === "w" && observer.received.indexOf(m) >= mark, 10_000);
+    await observer.waitFor(
+      "/devices/tv/controls/muted/meta/error",
+      (m) => m.payload === "w" && observer.received.indexOf(m) >= mark,
+      10_000,
+    );
     const probe = await TestMqttClient.connect(broker.url);
     try {
       await sender.publish("/fuzz/sentinel", "end", true);
@@ -1600,14 +1821,62 @@ function junkPayload(r: Rng): string | Buffer {
   }
   if (k < 0.45) {
     return pick(r, [
-      "101", "-1", "1e3", "100.5", "99.99", "1e-7", "Infinity", "-Infinity", "NaN", "0x10", "1_0", "１０", "٣", String(2 ** 53 + 1),
-      "-0.5", ".", "+", "-", "e5", "1e", "5..5", "--5", "1 0", "50%", "2", "-0.0000001", " 1 1",
+      "101",
+      "-1",
+      "1e3",
+      "100.5",
+      "99.99",
+      "1e-7",
+      "Infinity",
+      "-Infinity",
+      "NaN",
+      "0x10",
+      "1_0",
+      "１０",
+      "٣",
+      String(2 ** 53 + 1),
+      "-0.5",
+      ".",
+      "+",
+      "-",
+      "e5",
+      "1e",
+      "5..5",
+      "--5",
+      "1 0",
+      "50%",
+      "2",
+      "-0.0000001",
+      " 1 1",
     ]);
   }
   if (k < 0.65) {
     return pick(r, [
-      "yes", "no", "on", "off", "TRUE", "True", "null", "undefined", "[]", "{}", '{"level":5}', '{"on":true}', "hdmi3", "HDMI1",
-      " hdmi1", "hdmi1\n", "hdmі1", "tv\u0000", "\u0000", "1\u200b", "１", "tv ", "Movie", "movie\u200b", "NONE",
+      "yes",
+      "no",
+      "on",
+      "off",
+      "TRUE",
+      "True",
+      "null",
+      "undefined",
+      "[]",
+      "{}",
+      '{"level":5}',
+      '{"on":true}',
+      "hdmi3",
+      "HDMI1",
+      " hdmi1",
+      "hdmi1\n",
+      "hdmі1",
+      "tv\u0000",
+      "\u0000",
+      "1\u200b",
+      "１",
+      "tv ",
+      "Movie",
+      "movie\u200b",
+      "NONE",
     ]);
   }
   if (k < 0.75) return `${String(int(r, -1e6, 1e6))}${pick(r, ["", ".5", "e2", "x"])}`;
@@ -1617,7 +1886,13 @@ function junkPayload(r: Rng): string | Buffer {
 function mqttCase(i: number): MqttCase {
   const r = caseRng("mqtt", i);
   // Seed corpus: a payload that once blocked the event loop (backtracking number pattern) runs on every seed.
-  if (i === 0) return { label: "mqtt#0 corpus: long digit run", topic: "/devices/tv/controls/volume/on", payload: `${"1".repeat(60_000)}x`, warns: "device" };
+  if (i === 0)
+    return {
+      label: "mqtt#0 corpus: long digit run",
+      topic: "/devices/tv/controls/volume/on",
+      payload: `${"1".repeat(60_000)}x`,
+      warns: "device",
+    };
   const k = r();
   if (k < 0.78) {
     const device = pick(r, DEVICES);
@@ -1630,12 +1905,21 @@ function mqttCase(i: number): MqttCase {
       const payload = junkPayload(r);
       const text = typeof payload === "string" ? Buffer.from(payload).toString("utf8") : payload.toString("utf8");
       if (payloadExecutes(kind, text)) continue;
-      return { label: `mqtt#${i} ${device}/${control.slice(0, 30)}`, topic: `/devices/${device}/controls/${control}/on`, payload, warns: "device" };
+      return {
+        label: `mqtt#${i} ${device}/${control.slice(0, 30)}`,
+        topic: `/devices/${device}/controls/${control}/on`,
+        payload,
+        warns: "device",
+      };
     }
   }
   if (k < 0.92) {
     const scenarioControl = chance(r, 0.6);
-    const control = scenarioControl ? "scenario" : chance(r, 0.3) ? `${pick(r, Object.keys(ROLES))}_${pick(r, ["volume", "input", "power", "nope"])}` : junkLevel(r);
+    const control = scenarioControl
+      ? "scenario"
+      : chance(r, 0.3)
+        ? `${pick(r, Object.keys(ROLES))}_${pick(r, ["volume", "input", "power", "nope"])}`
+        : junkLevel(r);
     if (!scenarioControl && (control === "scenario" || ROLE_CONTROLS.has(control))) return mqttCase(i + 8_000_000);
     for (;;) {
       const payload = junkPayload(r);

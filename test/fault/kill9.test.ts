@@ -2,11 +2,11 @@ import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
+import { type BridgeChild, setVolume, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
-import { readRows } from "../helpers/sqlite.js";
 import { mulberry32, seedFromEnv } from "../helpers/seeded.js";
+import { readRows } from "../helpers/sqlite.js";
 
 /**
  * kill -9 at a random moment, 20 times over one database (fewer only when the time budget
@@ -33,8 +33,6 @@ const DEVICES = [...HTTP_DEVICES, ...MQTT_DEVICES];
 /** A simulated device starts at this volume before anything is stored. */
 const DEFAULT_VOLUME = 20;
 const MQTT_ACK_TIMEOUT_MS = 10_000;
-
-
 
 /** What a device may hold after a crash: the last acknowledged value, or the one request in flight. */
 interface Track {
@@ -157,117 +155,117 @@ describe("kill -9 at random moments (real process, one database across rounds)",
     return new Map(entries);
   }
 
-  it(
-    `keeps every acknowledged action through up to ${ROUNDS} kills, with an intact file and history that matches state`,
-    async () => {
-      const tracks = new Map<string, Track>(DEVICES.map((id) => [id, { seq: 0, confirmed: DEFAULT_VOLUME, inflight: null }]));
-      /** What the dead bridge's files held, per device; the next start must restore exactly this. */
-      let onDisk = new Map<string, number>();
-      const checkCopy = join(dir.path, "check");
-      await mkdir(checkCopy);
-      let totalAcks = 0;
-      let inflightLanded = 0;
-      let mqttAcks = 0;
-      let rounds = 0;
-      const began = Date.now();
+  it(`keeps every acknowledged action through up to ${ROUNDS} kills, with an intact file and history that matches state`, async () => {
+    const tracks = new Map<string, Track>(DEVICES.map((id) => [id, { seq: 0, confirmed: DEFAULT_VOLUME, inflight: null }]));
+    /** What the dead bridge's files held, per device; the next start must restore exactly this. */
+    let onDisk = new Map<string, number>();
+    const checkCopy = join(dir.path, "check");
+    await mkdir(checkCopy);
+    let totalAcks = 0;
+    let inflightLanded = 0;
+    let mqttAcks = 0;
+    let rounds = 0;
+    const began = Date.now();
 
-      /** The bridge restores what was on disk; that value is one the previous round allowed. */
-      const expectRestored = (restored: Map<string, number>, label: string) => {
-        for (const id of DEVICES) {
-          const track = tracks.get(id) as Track;
-          const value = restored.get(id);
-          expect(allowed(track), `${label}: ${id} restored ${value}, acknowledged ${track.confirmed}, in flight ${track.inflight}`).toContain(value);
-          if (onDisk.has(id)) expect(value, `${label}: ${id} restored differs from the file`).toBe(onDisk.get(id));
-          track.confirmed = value as number;
-          track.inflight = null;
+    /** The bridge restores what was on disk; that value is one the previous round allowed. */
+    const expectRestored = (restored: Map<string, number>, label: string) => {
+      for (const id of DEVICES) {
+        const track = tracks.get(id) as Track;
+        const value = restored.get(id);
+        expect(allowed(track), `${label}: ${id} restored ${value}, acknowledged ${track.confirmed}, in flight ${track.inflight}`).toContain(
+          value,
+        );
+        if (onDisk.has(id)) expect(value, `${label}: ${id} restored differs from the file`).toBe(onDisk.get(id));
+        track.confirmed = value as number;
+        track.inflight = null;
+      }
+    };
+
+    for (let round = 1; round <= ROUNDS && Date.now() - began < BUDGET_MS; round++) {
+      rounds = round;
+      const label = `seed ${seed}, round ${round}`;
+      const child = await startBridge(env);
+      live = child;
+      expectRestored(await readVolumes(child.url), label);
+
+      const killAt = 1 + Math.floor(random() * MAX_ACKS);
+      let acks = 0;
+      let killed = false;
+      const kill = () => {
+        killed = true;
+        child.proc.kill("SIGKILL");
+        for (const [device, wait] of waiting) {
+          waiting.delete(device);
+          wait.done(false);
         }
       };
-
-      for (let round = 1; round <= ROUNDS && Date.now() - began < BUDGET_MS; round++) {
-        rounds = round;
-        const label = `seed ${seed}, round ${round}`;
-        const child = await startBridge(env);
-        live = child;
-        expectRestored(await readVolumes(child.url), label);
-
-        const killAt = 1 + Math.floor(random() * MAX_ACKS);
-        let acks = 0;
-        let killed = false;
-        const kill = () => {
-          killed = true;
-          child.proc.kill("SIGKILL");
-          for (const [device, wait] of waiting) {
-            waiting.delete(device);
-            wait.done(false);
+      const worker = async (id: string) => {
+        const track = tracks.get(id) as Track;
+        const viaMqtt = MQTT_DEVICES.includes(id);
+        while (!killed) {
+          const level = nextLevel(track);
+          track.inflight = level;
+          let acked: boolean;
+          try {
+            acked = viaMqtt ? await setVolumeByMqtt(id, level) : await setVolume(child.url, id, level).then(() => true);
+          } catch (err) {
+            // Only the connection dying under the kill is expected; an HTTP error answer is a failure.
+            if (killed && err instanceof TypeError) return;
+            throw err;
           }
-        };
-        const worker = async (id: string) => {
-          const track = tracks.get(id) as Track;
-          const viaMqtt = MQTT_DEVICES.includes(id);
-          while (!killed) {
-            const level = nextLevel(track);
-            track.inflight = level;
-            let acked: boolean;
-            try {
-              acked = viaMqtt ? await setVolumeByMqtt(id, level) : await setVolume(child.url, id, level).then(() => true);
-            } catch (err) {
-              // Only the connection dying under the kill is expected; an HTTP error answer is a failure.
-              if (killed && err instanceof TypeError) return;
-              throw err;
-            }
-            if (!acked) return;
-            // An answer that arrives after the kill was still given after the commit: it counts.
-            track.confirmed = level;
-            track.inflight = null;
-            acks += 1;
-            if (viaMqtt) mqttAcks += 1;
-            if (acks === killAt && !killed) kill();
-          }
-        };
-        await Promise.all(DEVICES.map(worker)).catch((err: unknown) => {
-          // One worker failed: stop the others too, or they would run on against this bridge.
-          if (!killed) kill();
-          throw err;
-        });
-        expect((await child.exited).signal, label).toBe("SIGKILL");
-        expect(acks, label).toBeGreaterThanOrEqual(killAt);
-        totalAcks += acks;
-
-        // A copy, so the next start recovers the dead process's WAL itself (as after a real crash).
-        await rm(checkCopy, { recursive: true, force: true });
-        await mkdir(checkCopy);
-        const copy = join(checkCopy, "state.db");
-        await copyFile(dbPath, copy);
-        await copyFile(`${dbPath}-wal`, `${copy}-wal`).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== "ENOENT") throw err;
-        });
-        onDisk = await checkDatabase(copy, label);
-        for (const id of DEVICES) {
-          const track = tracks.get(id) as Track;
-          // A device never acknowledged has either no record or the one in-flight value.
-          const stored = onDisk.get(id) ?? DEFAULT_VOLUME;
-          if (track.inflight !== null && stored === track.inflight) inflightLanded += 1;
-          expect(allowed(track), `${label}: ${id} on disk ${stored}, acknowledged ${track.confirmed}, in flight ${track.inflight}`).toContain(stored);
+          if (!acked) return;
+          // An answer that arrives after the kill was still given after the commit: it counts.
+          track.confirmed = level;
+          track.inflight = null;
+          acks += 1;
+          if (viaMqtt) mqttAcks += 1;
+          if (acks === killAt && !killed) kill();
         }
-      }
+      };
+      await Promise.all(DEVICES.map(worker)).catch((err: unknown) => {
+        // One worker failed: stop the others too, or they would run on against this bridge.
+        if (!killed) kill();
+        throw err;
+      });
+      expect((await child.exited).signal, label).toBe("SIGKILL");
+      expect(acks, label).toBeGreaterThanOrEqual(killAt);
+      totalAcks += acks;
 
-      // The last kill's state must come back too; then a clean stop leaves a self-contained, intact file.
-      const last = await startBridge(env);
-      live = last;
-      expectRestored(await readVolumes(last.url), `seed ${seed}, after the last kill`);
-      last.proc.kill("SIGTERM");
-      expect(await last.exited).toEqual({ code: 0, signal: null });
-      await checkDatabase(dbPath, `seed ${seed}, after SIGTERM`);
-      // No start along the way took the file for damaged (a restore would have hidden lost values).
-      expect((await readdir(dirname(dbPath))).filter((name) => name.includes(".corrupt."))).toEqual([]);
-      console.log(
-        `kill9: seed ${seed}: ${rounds} of ${ROUNDS} rounds in ${Math.round((Date.now() - began) / 1000)} s, ` +
-          `${totalAcks} acknowledged actions (${mqttAcks} over MQTT), ${inflightLanded} unacknowledged in-flight ones committed`,
-      );
-      expect(rounds, `only ${rounds} rounds fit in ${BUDGET_MS} ms`).toBeGreaterThanOrEqual(MIN_ROUNDS);
-      expect(totalAcks).toBeGreaterThanOrEqual(rounds);
-      expect(mqttAcks, "some actions must have come over MQTT").toBeGreaterThan(0);
-    },
-    85_000,
-  );
+      // A copy, so the next start recovers the dead process's WAL itself (as after a real crash).
+      await rm(checkCopy, { recursive: true, force: true });
+      await mkdir(checkCopy);
+      const copy = join(checkCopy, "state.db");
+      await copyFile(dbPath, copy);
+      await copyFile(`${dbPath}-wal`, `${copy}-wal`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw err;
+      });
+      onDisk = await checkDatabase(copy, label);
+      for (const id of DEVICES) {
+        const track = tracks.get(id) as Track;
+        // A device never acknowledged has either no record or the one in-flight value.
+        const stored = onDisk.get(id) ?? DEFAULT_VOLUME;
+        if (track.inflight !== null && stored === track.inflight) inflightLanded += 1;
+        expect(allowed(track), `${label}: ${id} on disk ${stored}, acknowledged ${track.confirmed}, in flight ${track.inflight}`).toContain(
+          stored,
+        );
+      }
+    }
+
+    // The last kill's state must come back too; then a clean stop leaves a self-contained, intact file.
+    const last = await startBridge(env);
+    live = last;
+    expectRestored(await readVolumes(last.url), `seed ${seed}, after the last kill`);
+    last.proc.kill("SIGTERM");
+    expect(await last.exited).toEqual({ code: 0, signal: null });
+    await checkDatabase(dbPath, `seed ${seed}, after SIGTERM`);
+    // No start along the way took the file for damaged (a restore would have hidden lost values).
+    expect((await readdir(dirname(dbPath))).filter((name) => name.includes(".corrupt."))).toEqual([]);
+    console.log(
+      `kill9: seed ${seed}: ${rounds} of ${ROUNDS} rounds in ${Math.round((Date.now() - began) / 1000)} s, ` +
+        `${totalAcks} acknowledged actions (${mqttAcks} over MQTT), ${inflightLanded} unacknowledged in-flight ones committed`,
+    );
+    expect(rounds, `only ${rounds} rounds fit in ${BUDGET_MS} ms`).toBeGreaterThanOrEqual(MIN_ROUNDS);
+    expect(totalAcks).toBeGreaterThanOrEqual(rounds);
+    expect(mqttAcks, "some actions must have come over MQTT").toBeGreaterThan(0);
+  }, 85_000);
 });

@@ -2,7 +2,9 @@ import { createHash } from "node:crypto";
 import { open, readFile } from "node:fs/promises";
 
 export async function sha256(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
+  return createHash("sha256")
+    .update(await readFile(path))
+    .digest("hex");
 }
 
 /** Writes `bytes` over the file at `offset`, in place, as a failing disk would. */

@@ -17,9 +17,13 @@ function commandWorks(command: string, args: string[]): boolean {
  */
 export function tmpfsUnavailable(): string | null {
   if (process.getuid?.() !== 0) return "not running as root (mounting a tmpfs needs it)";
-  const probe = spawnSync("sh", ["-c", 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d"; s=$?; rmdir "$d"; exit $s'], {
-    stdio: "ignore",
-  });
+  const probe = spawnSync(
+    "sh",
+    ["-c", 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d"; s=$?; rmdir "$d"; exit $s'],
+    {
+      stdio: "ignore",
+    },
+  );
   return probe.status === 0 ? null : "mount -t tmpfs failed (no CAP_SYS_ADMIN?)";
 }
 

@@ -33,7 +33,10 @@ export type InvalidVector = z.infer<typeof invalidVector>;
 
 /** Reads and shape-checks one vector file; a missing, empty or reshaped file fails the test. */
 function load<T>(file: string, schema: z.ZodType<T>): T[] {
-  const parsed = z.array(schema).min(1).parse(JSON.parse(readFileSync(join(fernetVectorDir, file), "utf8")));
+  const parsed = z
+    .array(schema)
+    .min(1)
+    .parse(JSON.parse(readFileSync(join(fernetVectorDir, file), "utf8")));
   return parsed;
 }
 

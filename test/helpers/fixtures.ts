@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { loadConfig, type AppConfig, type Env } from "../../app/config/loader.js";
+import { type AppConfig, type Env, loadConfig } from "../../app/config/loader.js";
 import { createLogger, type Logger } from "../../app/observability/logger.js";
 
 export async function tempDir(prefix = "wb-bridge-"): Promise<{ path: string; remove: () => Promise<void> }> {

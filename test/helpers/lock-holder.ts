@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { repoRoot } from "./bridge-process.js";
@@ -23,7 +23,10 @@ export async function spawnLockHolder(db: string, owner: string, options: { zomb
   const args = [...CHILD, db, owner].map((a) => `'${a}'`).join(" ");
   const proc = options.zombie
     ? // A background job's stdin would be /dev/null, hence fd 3. `exec sleep` replaces the shell with a process that never calls wait(): the child is never reaped.
-      spawn("sh", ["-c", `exec 3<&0; '${process.execPath}' ${args} <&3 & echo "pid $!"; exec sleep 600 3<&-`], { cwd: repoRoot, stdio: ["pipe", "pipe", "inherit"] })
+      spawn("sh", ["-c", `exec 3<&0; '${process.execPath}' ${args} <&3 & echo "pid $!"; exec sleep 600 3<&-`], {
+        cwd: repoRoot,
+        stdio: ["pipe", "pipe", "inherit"],
+      })
     : spawn(process.execPath, [...CHILD, db, owner], { cwd: repoRoot, stdio: ["pipe", "pipe", "inherit"] });
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
   const queue: string[] = [];

@@ -1,8 +1,8 @@
 import { connect as netConnect } from "node:net";
 import { MqttClient } from "mqtt";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { createLogger } from "../../app/observability/logger.js";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../app/mqtt/broker.js";
 import { topicMatches } from "../../app/mqtt/topics.js";
+import { createLogger } from "../../app/observability/logger.js";
 
 export interface Received {
   topic: string;

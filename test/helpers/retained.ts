@@ -15,8 +15,7 @@ function sorted(entries: Iterable<[string, string]>): Retained {
 export async function retainedSnapshot(url: string, expectedCount: number): Promise<Retained> {
   const client = await TestMqttClient.connect(url);
   // An empty payload deletes a retained topic: it is not part of what the broker keeps.
-  const topics = () =>
-    new Map([...new Map(client.received.map((m) => [m.topic, m.payload]))].filter(([, payload]) => payload !== ""));
+  const topics = () => new Map([...new Map(client.received.map((m) => [m.topic, m.payload]))].filter(([, payload]) => payload !== ""));
   try {
     await client.subscribe("/devices/#");
     await client.waitFor("/devices/#", () => topics().size >= expectedCount, 10_000).catch(() => undefined);

@@ -19,6 +19,7 @@ export function seedFromEnv(name: string, env: NodeJS.ProcessEnv = process.env):
   const text = env[name];
   if (text === undefined || text === "") return (Date.now() ^ (process.pid << 12)) >>> 0;
   const seed = Number(text);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`${name} must be an unsigned 32-bit integer, got "${text}"`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new Error(`${name} must be an unsigned 32-bit integer, got "${text}"`);
   return seed;
 }

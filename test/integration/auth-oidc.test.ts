@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { buildApp } from "../../app/server.js";
-import { keyToken, TEST_AUDIENCE, testKey, TestOidcProvider, type TestKey } from "../helpers/auth.js";
+import { keyToken, TEST_AUDIENCE, type TestKey, TestOidcProvider, testKey } from "../helpers/auth.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 

@@ -1,4 +1,4 @@
-import { request, type IncomingHttpHeaders } from "node:http";
+import { type IncomingHttpHeaders, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -147,7 +147,8 @@ describe("auth on every route (HS256, real HTTP)", () => {
       const others = GRANTABLE_PERMISSIONS.filter((p) => p !== route.permission && p !== "admin");
       const lacking = await call(route.method, path, await hsToken({ claims: { scope: others.join(" ") } }));
       expect(lacking.status, `${where} without ${route.permission}`).toBe(403);
-      if (route.method !== "HEAD") expect(JSON.parse(lacking.body)).toEqual({ error: { code: "forbidden", message: `needs ${route.permission}` } });
+      if (route.method !== "HEAD")
+        expect(JSON.parse(lacking.body)).toEqual({ error: { code: "forbidden", message: `needs ${route.permission}` } });
       const exact = await call(route.method, path, await hsToken({ claims: { scope: route.permission } }));
       expect([401, 403], `${where} with exactly ${route.permission} (got ${exact.status})`).not.toContain(exact.status);
       checked.push(where);
@@ -175,7 +176,11 @@ describe("auth on every route (HS256, real HTTP)", () => {
       ["wrong audience", hsToken({ claims: { scope: "admin" }, audience: "other" }), /audience/],
       ["no exp", hsToken({ claims: { scope: "admin" }, expiresIn: null }), /expiry/],
       ["garbage", "not.a.jwt", /malformed/],
-      ["alg none", `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from('{"scope":"admin"}').toString("base64url")}.`, /algorithm/],
+      [
+        "alg none",
+        `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from('{"scope":"admin"}').toString("base64url")}.`,
+        /algorithm/,
+      ],
     ];
     for (const [name, pending, message] of cases) {
       const token = await pending;

@@ -3,11 +3,11 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   BackupError,
+  type BackupInfo,
   BackupManager,
   restoreBackupFile,
   restoreNewestBackup,
   UnusableBackupError,
-  type BackupInfo,
 } from "../../app/state/backups.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { StoreCorruptError } from "../../app/state/store.js";
@@ -77,9 +77,7 @@ describe("backups against a live database", () => {
     for (const s of snapshots) expect(s.genAfter).toBeGreaterThan(s.genBefore);
     for (const { info, genBefore, genAfter } of snapshots) {
       expect(await readRows(info.path, "PRAGMA integrity_check")).toEqual([{ integrity_check: "ok" }]);
-      expect(await readRows(info.path, "SELECT count(*) AS n FROM state_store WHERE key LIKE 'filler:%'")).toEqual([
-        { n: 4000 },
-      ]);
+      expect(await readRows(info.path, "SELECT count(*) AS n FROM state_store WHERE key LIKE 'filler:%'")).toEqual([{ n: 4000 }]);
       const rows = await readRows(info.path, "SELECT value FROM state_store WHERE key LIKE 'group:%'");
       const gens = new Set(rows.map((r) => (JSON.parse(String(r.value)) as { gen: number }).gen));
       expect(rows).toHaveLength(GROUP.length);
@@ -206,9 +204,7 @@ describe("backups against a live database", () => {
 
     it("refuses to overwrite an existing database without replace", async () => {
       const { log } = captureLogger();
-      await expect(restoreBackupFile({ dbPath, backupPath: backup.path, log })).rejects.toThrow(
-        /refusing to restore .* exists/,
-      );
+      await expect(restoreBackupFile({ dbPath, backupPath: backup.path, log })).rejects.toThrow(/refusing to restore .* exists/);
       expect(await readStoredValue(dbPath, "device:tv")).toEqual({ v: 9 });
     });
 
@@ -238,9 +234,7 @@ describe("backups against a live database", () => {
     it("rejects an unusable backup and keeps the existing database in place even with replace", async () => {
       await damage(backup.path, 0, 100);
       const { log } = captureLogger();
-      const err = await restoreBackupFile({ dbPath, backupPath: backup.path, log, replace: true }).catch(
-        (e: unknown) => e,
-      );
+      const err = await restoreBackupFile({ dbPath, backupPath: backup.path, log, replace: true }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnusableBackupError);
       expect((err as Error).message).toContain(backup.path);
       expect(await readStoredValue(dbPath, "device:tv")).toEqual({ v: 9 });

@@ -4,7 +4,7 @@ import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { StoreCorruptError } from "../../app/state/store.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readRows, readStoredValue } from "../helpers/sqlite.js";

@@ -63,7 +63,9 @@ function json<T>(result: CliResult): T {
 }
 
 async function sha256(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
+  return createHash("sha256")
+    .update(await readFile(path))
+    .digest("hex");
 }
 
 interface EntryView {
@@ -152,7 +154,9 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
       ["appliance:amp", "create", "cli"],
       ["appliance:tv", "create", "cli"],
     ]);
-    const deletes = json<{ items: HistoryItem[] }>(await run(["state", "history", "appliance:amp", "--transition", "delete", "--json"])).items;
+    const deletes = json<{ items: HistoryItem[] }>(
+      await run(["state", "history", "appliance:amp", "--transition", "delete", "--json"]),
+    ).items;
     expect(deletes).toHaveLength(1);
     expect(deletes[0]).toMatchObject({ old: { power: false, input: "tv" }, new: null, at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
 
@@ -170,7 +174,10 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     const [exported, everything] = await Promise.all([run(["export"]), run(["export", "--all"])]);
     expect(exported.code).toBe(0);
     expect(exported.stderr).toBe("");
-    const lines = exported.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = exported.stdout
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toEqual([
       { key: "appliance:amp", value: { power: false }, version: 1, expires_at: null },
       { key: "appliance:tv", value: { power: true, nested: { list: [1, "two", null] } }, version: 1, expires_at: null },
@@ -229,7 +236,9 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
   it("recovery create/list/restore puts the keys of its scope back and deletes keys created since", async () => {
     await run(["state", "set", "appliance:tv", '{"power":true}']);
     await run(["state", "set", "other:x", '{"n":1}']);
-    const created = json<{ id: string; keys: number }>(await run(["recovery", "create", "--label", "base", "--prefix", "appliance:", "--json"]));
+    const created = json<{ id: string; keys: number }>(
+      await run(["recovery", "create", "--label", "base", "--prefix", "appliance:", "--json"]),
+    );
     expect(created.keys).toBe(1);
 
     await run(["state", "set", "appliance:tv", '{"power":false}']);
@@ -284,7 +293,9 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     const human = await cli(["--config-dir", configDir, "--db", elsewhere, "backup", "restore", backup.path]);
     expect(human.code).toBe(0);
     expect(human.stdout).toContain("there was no previous database");
-    expect(json<EntryView>(await cli(["--config-dir", configDir, "--db", elsewhere, "state", "get", "appliance:tv", "--json"])).value).toEqual({ v: 1 });
+    expect(
+      json<EntryView>(await cli(["--config-dir", configDir, "--db", elsewhere, "state", "get", "appliance:tv", "--json"])).value,
+    ).toEqual({ v: 1 });
   });
 
   it("key generate prints only a key; key rotate re-encrypts what the old key wrote so the new key alone reads it", async () => {
@@ -327,7 +338,9 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
   it("a wrong or missing key exits 1 with the store's message and leaves the database file unchanged", async () => {
     const right = generateFernetKey();
     const wrong = generateFernetKey();
-    expect((await run(["state", "set", "appliance:tv", '{"secret":"s3cr3t-value"}'], { env: { STATE_ENCRYPTION_KEY: right } })).code).toBe(0);
+    expect((await run(["state", "set", "appliance:tv", '{"secret":"s3cr3t-value"}'], { env: { STATE_ENCRYPTION_KEY: right } })).code).toBe(
+      0,
+    );
     const before = await sha256(db);
 
     const attempts = await Promise.all([
@@ -338,7 +351,9 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
     for (const attempt of attempts) {
       expect(attempt.code).toBe(1);
       expect(attempt.stdout).toBe("");
-      expect(attempt.stderr).toMatch(/^wb-bridge: state database .*state\.db cannot be decrypted with the configured key\(s\); nothing was changed\n$/);
+      expect(attempt.stderr).toMatch(
+        /^wb-bridge: state database .*state\.db cannot be decrypted with the configured key\(s\); nothing was changed\n$/,
+      );
       expect(attempt.stderr).not.toContain(right);
       expect(attempt.stderr).not.toContain(wrong);
     }

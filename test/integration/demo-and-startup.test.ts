@@ -1,17 +1,17 @@
 import { existsSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../app/config/loader.js";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../app/mqtt/broker.js";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../app/mqtt/broker.js";
 import { createLogger } from "../../app/observability/logger.js";
 import { buildApp } from "../../app/server.js";
 import { startApp } from "../helpers/app.js";
+import { runToExit } from "../helpers/bridge-process.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
-import { readStoredValue } from "../helpers/sqlite.js";
 import { freePort } from "../helpers/ports.js";
-import { runToExit } from "../helpers/bridge-process.js";
+import { readStoredValue } from "../helpers/sqlite.js";
 
 const demoConfigDir = join(import.meta.dirname, "../../config");
 
@@ -32,7 +32,11 @@ describe("the demo configuration and start-up conditions", () => {
     const base = await loadConfig({ configDir: demoConfigDir, env: { STATE_PATH: join(dir.path, "demo.db") }, cwd: dir.path });
     const config = {
       ...base,
-      system: { ...base.system, http: { ...base.system.http, port: 0 }, mqtt: { ...base.system.mqtt, embedded: { ...base.system.mqtt.embedded, port: 0 } } },
+      system: {
+        ...base.system,
+        http: { ...base.system.http, port: 0 },
+        mqtt: { ...base.system.mqtt, embedded: { ...base.system.mqtt.embedded, port: 0 } },
+      },
     };
     const { app } = await startApp(config);
     cleanup.push(() => app.close());
@@ -119,7 +123,9 @@ describe("the demo configuration and start-up conditions", () => {
 
     const mqtt = await runToExit({ ...env, MQTT_EMBEDDED_PORT: String(taken) });
     expect(mqtt.code).toBe(1);
-    expect(mqtt.stderr).toContain(`embedded MQTT broker port 127.0.0.1:${taken} is already in use by another process; set MQTT_EMBEDDED_PORT=<port>`);
+    expect(mqtt.stderr).toContain(
+      `embedded MQTT broker port 127.0.0.1:${taken} is already in use by another process; set MQTT_EMBEDDED_PORT=<port>`,
+    );
     expect(mqtt.stderr).toContain("MQTT_URL=mqtt://host:port uses that broker instead");
     expect(existsSync(db)).toBe(false);
   }, 60_000);

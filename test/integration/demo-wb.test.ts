@@ -1,13 +1,13 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { loadConfig, type AppConfig } from "../../app/config/loader.js";
+import { type AppConfig, loadConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { mosquittoAvailable, PrivateMosquitto } from "../helpers/mosquitto.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
-import { retainedSnapshot, type Retained } from "../helpers/retained.js";
+import { type Retained, retainedSnapshot } from "../helpers/retained.js";
 import { readStoredValue } from "../helpers/sqlite.js";
 
 const demoConfigDir = join(import.meta.dirname, "../../config");

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../app/server.js";
-import { EmulatedIrBlaster } from "../helpers/peers/msw-ir.js";
-import { DriverHarness } from "../helpers/peers/harness.js";
 import { testConfig } from "../helpers/fixtures.js";
+import { DriverHarness } from "../helpers/peers/harness.js";
+import { EmulatedIrBlaster } from "../helpers/peers/msw-ir.js";
 import { readStoredValue } from "../helpers/sqlite.js";
 
 const force = [{ name: "force", type: "boolean", default: false }];
@@ -136,7 +136,9 @@ describe("wb_ir driver through the bridge (aedes over TCP, emulated WB-MSW v3)",
     const bad = await testConfig(h.dir.path, h.broker.url, {
       devices: [{ ...tv, config: {}, commands: { power_on: { rom_position: "one" }, menu: { rom_position: 2, location: "msw/12" } } }],
     });
-    await expect(buildApp(bad)).rejects.toThrow(/config\/devices\/tv\.json: commands\.power_on\.rom_position: Invalid input: expected number/);
+    await expect(buildApp(bad)).rejects.toThrow(
+      /config\/devices\/tv\.json: commands\.power_on\.rom_position: Invalid input: expected number/,
+    );
     await expect(buildApp(bad)).rejects.toThrow(/config\/devices\/tv\.json: commands\.menu\.location: expected one MQTT topic level/);
   });
 });

@@ -1,6 +1,6 @@
 import { request as httpRequest, type IncomingMessage } from "node:http";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FastifyInstance } from "fastify";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { buildApp } from "../../app/server.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
@@ -39,7 +39,9 @@ class SseClient {
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("no matching SSE frame")), timeoutMs);
-      this.waiters.push({ pred, resolve: (f) => {
+      this.waiters.push({
+        pred,
+        resolve: (f) => {
           clearTimeout(timer);
           resolve(f);
         },

@@ -1,15 +1,15 @@
 import type { FastifyInstance } from "fastify";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { readiness } from "../../app/http/system.js";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../app/mqtt/broker.js";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../app/mqtt/broker.js";
 import { createLogger } from "../../app/observability/logger.js";
 import { buildApp } from "../../app/server.js";
 import { readVersion } from "../../app/version.js";
 import { startApp } from "../helpers/app.js";
 import { captureLogger, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
-import { parseMetrics, sampleValue } from "../helpers/prometheus.js";
 import { freePort } from "../helpers/ports.js";
+import { parseMetrics, sampleValue } from "../helpers/prometheus.js";
 
 async function metric(app: FastifyInstance, name: string): Promise<number> {
   return sampleValue(parseMetrics((await app.inject({ url: "/metrics" })).body), name);
@@ -34,7 +34,10 @@ describe("health endpoints", () => {
     const { app } = await startApp(await testConfig(dir.path, broker!.url));
     cleanup.push(() => app.close());
     await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 12 } } });
-    await app.bridge.store.write([{ key: "note:a", value: { x: 1 } }, { key: "note:b", value: { x: 2 } }]);
+    await app.bridge.store.write([
+      { key: "note:a", value: { x: 1 } },
+      { key: "note:b", value: { x: 2 } },
+    ]);
 
     const res = await app.inject({ url: "/health" });
     expect(res.statusCode).toBe(200);

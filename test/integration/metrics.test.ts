@@ -9,7 +9,7 @@ import { readVersion } from "../../app/version.js";
 import { startApp } from "../helpers/app.js";
 import { captureLogger, simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
-import { parseMetrics, sampleValue, type Sample } from "../helpers/prometheus.js";
+import { parseMetrics, type Sample, sampleValue } from "../helpers/prometheus.js";
 
 const scenarios = [{ scenario_id: "tv", name: "TV", devices: ["tv"], startup: [{ device: "tv", action: "power_on" }] }];
 
@@ -118,11 +118,10 @@ describe("GET /metrics", () => {
     const app = await start();
     const before = await scrape(app);
     // Ten writes in one turn of the event loop join one transaction.
-    await Promise.all(
-      Array.from({ length: 10 }, (_, i) => app.bridge.store.write([{ key: `bench:k${i}`, value: { i } }])),
-    );
+    await Promise.all(Array.from({ length: 10 }, (_, i) => app.bridge.store.write([{ key: `bench:k${i}`, value: { i } }])));
     const after = await scrape(app);
-    const delta = (name: string, labels: Record<string, string> = {}) => sampleValue(after, name, labels) - sampleValue(before, name, labels);
+    const delta = (name: string, labels: Record<string, string> = {}) =>
+      sampleValue(after, name, labels) - sampleValue(before, name, labels);
     expect(delta("wb_bridge_state_commit_batch_writes_count")).toBe(1);
     expect(delta("wb_bridge_state_commit_batch_writes_sum")).toBe(10);
     expect(delta("wb_bridge_state_commit_batch_writes_bucket", { le: "8" })).toBe(0);
@@ -179,7 +178,10 @@ describe("GET /metrics", () => {
     const publicDir = await tempDir();
     cleanup.push(() => publicDir.remove());
     const open = await startApp(
-      await testConfig(publicDir.path, broker.url, { system: systemWith(publicDir.path, { public: true }), devices: [simulatedDevice("tv")] }),
+      await testConfig(publicDir.path, broker.url, {
+        system: systemWith(publicDir.path, { public: true }),
+        devices: [simulatedDevice("tv")],
+      }),
     );
     cleanup.push(() => open.app.close());
     expect(open.app.routeTable().find((r) => r.url === "/metrics" && r.method === "GET")?.permission).toBe("public");

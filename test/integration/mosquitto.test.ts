@@ -1,7 +1,7 @@
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { TestMqttClient } from "../helpers/mqtt.js";
 import { readStoredValue } from "../helpers/sqlite.js";

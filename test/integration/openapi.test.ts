@@ -1,8 +1,8 @@
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DOCS_PREFIX } from "../../app/http/openapi.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { join } from "node:path";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { SECRET_ENV, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET } from "../helpers/auth.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";

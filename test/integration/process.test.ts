@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { BUNDLE_ENTRY, buildBundle, runToExit, setVolume, startBridge, type BridgeChild } from "../helpers/bridge-process.js";
+import { type BridgeChild, BUNDLE_ENTRY, buildBundle, runToExit, setVolume, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 

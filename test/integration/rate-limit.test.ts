@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest, LightMyRequestResponse } from "fa
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { clientKey, SharedWindowStore } from "../../app/http/rate-limit.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { hsToken, SECRET_ENV, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET } from "../helpers/auth.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
@@ -36,9 +36,7 @@ describe("rate limits on write routes and body size limits", () => {
       persistence: { db_path: join(dir.path, "state.db") },
       logging: { level: "silent" },
       rate_limit: rateLimit,
-      ...(jwt
-        ? { auth: { mode: "jwt", jwt: { hs256_secret_env: SECRET_ENV, issuer: TEST_ISSUER, audience: TEST_AUDIENCE } } }
-        : {}),
+      ...(jwt ? { auth: { mode: "jwt", jwt: { hs256_secret_env: SECRET_ENV, issuer: TEST_ISSUER, audience: TEST_AUDIENCE } } } : {}),
     };
     const env = jwt ? { [SECRET_ENV]: TEST_SECRET } : {};
     running = await startApp(await testConfig(dir.path, broker.url, system ? { system } : {}, env));

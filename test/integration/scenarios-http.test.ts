@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { readStoredValue } from "../helpers/sqlite.js";
@@ -86,7 +86,11 @@ describe("scenario HTTP API (SQLite + aedes + inject)", () => {
         { device: "amp", role: "audio", action: "power_on" },
         { device: "amp", action: "volume", params: { level: 30 } },
       ],
-      shutdown: [{ device: "tv", action: "power_off" }, { device: "amp", action: "input" }, { device: "amp", action: "power_off" }],
+      shutdown: [
+        { device: "tv", action: "power_off" },
+        { device: "amp", action: "input" },
+        { device: "amp", action: "power_off" },
+      ],
     });
     const missing = await app.inject({ url: "/scenario/definition/nope" });
     expect(missing.statusCode).toBe(404);

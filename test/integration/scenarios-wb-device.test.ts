@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
-import { startTestBroker, TestMqttClient, type Received } from "../helpers/mqtt.js";
+import { type Received, startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 
 const scenarios = [
   {

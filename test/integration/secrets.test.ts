@@ -113,9 +113,13 @@ describe("secrets and state values stay out of logs and responses", () => {
     const auth = { authorization: `Bearer ${token}` };
 
     // Something to read back: a state key, a backup, a recovery point, a scenario switch.
-    expect((await app.inject({ method: "PUT", url: "/state/test:x", headers: auth, payload: { note: "hello" } })).statusCode).toBeLessThan(300);
+    expect((await app.inject({ method: "PUT", url: "/state/test:x", headers: auth, payload: { note: "hello" } })).statusCode).toBeLessThan(
+      300,
+    );
     expect((await app.inject({ method: "POST", url: "/backups", headers: auth })).statusCode).toBeLessThan(300);
-    expect((await app.inject({ method: "POST", url: "/recovery-points", headers: auth, payload: { label: "t", key: "test:x" } })).statusCode).toBeLessThan(300);
+    expect(
+      (await app.inject({ method: "POST", url: "/recovery-points", headers: auth, payload: { label: "t", key: "test:x" } })).statusCode,
+    ).toBeLessThan(300);
     expect((await app.inject({ method: "POST", url: "/scenario/switch", headers: auth, payload: { id: "movie" } })).statusCode).toBe(200);
 
     const routes = getRoutes(app);
@@ -194,10 +198,19 @@ describe("secrets and state values stay out of logs and responses", () => {
     // ... a value too large and a stale write (their errors must not echo the value) ...
     const big = await app.inject({ method: "PUT", url: "/state/test:big", payload: { note: MARKER_STATE.repeat(80_000) } });
     expect(big.statusCode).toBeGreaterThanOrEqual(400);
-    const stale = await app.inject({ method: "PUT", url: "/state/test:x", headers: { "if-match": '"stale"' }, payload: { note: MARKER_STATE } });
+    const stale = await app.inject({
+      method: "PUT",
+      url: "/state/test:x",
+      headers: { "if-match": '"stale"' },
+      payload: { note: MARKER_STATE },
+    });
     expect(stale.statusCode).toBe(412);
     // ... an HTTP device action ...
-    const action = await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "input", params: { input: MARKER_INPUT } } });
+    const action = await app.inject({
+      method: "POST",
+      url: "/devices/tv/action",
+      payload: { action: "input", params: { input: MARKER_INPUT } },
+    });
     expect(action.statusCode).toBe(200);
     expect(action.body).toContain(MARKER_INPUT);
     // ... and a command over MQTT, awaited on the value it publishes.
@@ -213,7 +226,10 @@ describe("secrets and state values stay out of logs and responses", () => {
     expect(log.isLevelEnabled("trace")).toBe(true);
     expect(lines.some((l) => l.includes('"msg":"incoming request"'))).toBe(true);
     for (const marker of [MARKER_STATE, MARKER_INPUT]) {
-      expect(lines.filter((l) => l.includes(marker)), marker).toEqual([]);
+      expect(
+        lines.filter((l) => l.includes(marker)),
+        marker,
+      ).toEqual([]);
     }
   });
 });

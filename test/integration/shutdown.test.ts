@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { Agent, request, type IncomingHttpHeaders } from "node:http";
+import { type ChildProcess, spawn } from "node:child_process";
+import { Agent, type IncomingHttpHeaders, request } from "node:http";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -69,10 +69,14 @@ function postVolume(url: string, agent: Agent, device: string, level: number): P
         res.setEncoding("utf8");
         res.on("data", (chunk: string) => (text += chunk));
         res.on("end", () => resolve({ kind: "response", status: res.statusCode ?? 0, body: text, headers: res.headers }));
-        res.on("error", (err: NodeJS.ErrnoException) => resolve({ kind: "error", code: err.code ?? err.message, reusedSocket: req.reusedSocket }));
+        res.on("error", (err: NodeJS.ErrnoException) =>
+          resolve({ kind: "error", code: err.code ?? err.message, reusedSocket: req.reusedSocket }),
+        );
       },
     );
-    req.on("error", (err: NodeJS.ErrnoException) => resolve({ kind: "error", code: err.code ?? err.message, reusedSocket: req.reusedSocket }));
+    req.on("error", (err: NodeJS.ErrnoException) =>
+      resolve({ kind: "error", code: err.code ?? err.message, reusedSocket: req.reusedSocket }),
+    );
     req.end(body);
   });
 }

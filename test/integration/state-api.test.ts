@@ -3,7 +3,7 @@ import type { FastifyInstance, LightMyRequestResponse } from "fastify";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import type { StateChange } from "../../app/state/service.js";
-import { startApp, type RunningApp } from "../helpers/app.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readRows } from "../helpers/sqlite.js";
@@ -107,7 +107,11 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       const { app } = await start();
       for (const key of ["nocolon", "Upper:x", "1ns:x", "ns:", "ns:has%20space", `${"n".repeat(33)}:x`, "ns:caf%C3%A9"]) {
         for (const method of ["GET", "PUT", "PATCH", "DELETE"] as const) {
-          const res = await app.inject({ method, url: `/state/${key}`, payload: method === "PUT" || method === "PATCH" ? { a: 1 } : undefined });
+          const res = await app.inject({
+            method,
+            url: `/state/${key}`,
+            payload: method === "PUT" || method === "PATCH" ? { a: 1 } : undefined,
+          });
           expect(res.statusCode, `${method} ${key}`).toBe(400);
           expect(errorCode(res), `${method} ${key}`).toMatch(/^invalid_/);
         }
@@ -122,7 +126,10 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect((await app.inject({ url: "/state/user:nobody/history" })).json()).toEqual({ items: [], next_cursor: null });
       // Bodies must be JSON objects.
       expect((await app.inject({ method: "PUT", url: "/state/user:x", payload: [1, 2] })).statusCode).toBe(400);
-      expect((await app.inject({ method: "PUT", url: "/state/user:x", payload: "7", headers: { "content-type": "application/json" } })).statusCode).toBe(400);
+      expect(
+        (await app.inject({ method: "PUT", url: "/state/user:x", payload: "7", headers: { "content-type": "application/json" } }))
+          .statusCode,
+      ).toBe(400);
     });
 
     // KNOWN BUG, not fixed here (app/server.ts is outside this change): Fastify's default
@@ -171,10 +178,19 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(await readRows(dbPath, "SELECT value, updated_at FROM state_store WHERE key = 'user:anna'")).toEqual(before);
       expect(await history(app, "user:anna")).toEqual(historyBefore);
 
-      const patched = await app.inject({ method: "PATCH", url: "/state/user:anna", payload: { city: "Riga" }, headers: { "if-match": etag2 } });
+      const patched = await app.inject({
+        method: "PATCH",
+        url: "/state/user:anna",
+        payload: { city: "Riga" },
+        headers: { "if-match": etag2 },
+      });
       expect(patched.statusCode).toBe(200);
       expect(patched.json()).toMatchObject({ value: { age: 31, city: "Riga" } });
-      const deleted = await app.inject({ method: "DELETE", url: "/state/user:anna", headers: { "if-match": patched.headers.etag as string } });
+      const deleted = await app.inject({
+        method: "DELETE",
+        url: "/state/user:anna",
+        headers: { "if-match": patched.headers.etag as string },
+      });
       expect(deleted.statusCode).toBe(204);
     });
 
@@ -218,7 +234,9 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
     it("100 concurrent PATCHes of one key keep every field", async () => {
       const { app } = await start();
       const results = await Promise.all(
-        Array.from({ length: 100 }, (_, i) => app.inject({ method: "PATCH", url: "/state/cfg:counters", payload: { counters: { [`c${i}`]: 1 } } })),
+        Array.from({ length: 100 }, (_, i) =>
+          app.inject({ method: "PATCH", url: "/state/cfg:counters", payload: { counters: { [`c${i}`]: 1 } } }),
+        ),
       );
       expect(results.every((r) => r.statusCode === 200)).toBe(true);
       const value = (await app.inject({ url: "/state/cfg:counters" })).json().value as { counters: Record<string, number> };
@@ -290,7 +308,14 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(await readRows(dbPath, "SELECT key FROM state_store WHERE key = 'session:s1'")).toHaveLength(1);
 
       expect(await app.bridge.state.maintain()).toMatchObject({ expired: 1 });
-      expect(await expired).toEqual({ key: "session:s1", old: { user: "anna" }, new: null, transition: "expire", source: "ttl", actor: null });
+      expect(await expired).toEqual({
+        key: "session:s1",
+        old: { user: "anna" },
+        new: null,
+        transition: "expire",
+        source: "ttl",
+        actor: null,
+      });
       expect(heard.filter((c) => c.transition === "expire")).toHaveLength(1);
       expect(await readRows(dbPath, "SELECT key FROM state_store WHERE key = 'session:s1'")).toHaveLength(0);
       const items = await history(app, "session:s1");
@@ -391,11 +416,7 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(await readRows(dbPath, "SELECT value, updated_at FROM state_store WHERE key = 'account:a'")).toEqual(before);
       expect(await history(app, "account:a")).toEqual(historyBefore);
 
-      expect(
-        historyBefore
-          .reverse()
-          .map((h) => [h.transition, h.old?.status ?? null, h.new?.status ?? null]),
-      ).toEqual([
+      expect(historyBefore.reverse().map((h) => [h.transition, h.old?.status ?? null, h.new?.status ?? null])).toEqual([
         ["create", null, "pending"],
         ["activate", "pending", "active"],
         ["suspend", "active", "suspended"],
@@ -444,9 +465,15 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
         ["user:a", 1],
       ]);
       expect(items.every((h) => h.transition === "update")).toBe(true);
-      const deletes = (await app.inject({ url: "/history?transition=delete" })).json() as { items: HistoryItem[]; next_cursor: string | null };
+      const deletes = (await app.inject({ url: "/history?transition=delete" })).json() as {
+        items: HistoryItem[];
+        next_cursor: string | null;
+      };
       expect(deletes).toMatchObject({ next_cursor: null, items: [{ key: "user:a", old: { i: 2 }, new: null }] });
-      const byKey = (await app.inject({ url: "/history?key=user:b&limit=1" })).json() as { items: HistoryItem[]; next_cursor: string | null };
+      const byKey = (await app.inject({ url: "/history?key=user:b&limit=1" })).json() as {
+        items: HistoryItem[];
+        next_cursor: string | null;
+      };
       expect(byKey.items.map((h) => h.new?.i)).toEqual([2]);
       expect(byKey.next_cursor).not.toBeNull();
       expect((await app.inject({ url: "/history?transition=bogus" })).statusCode).toBe(400);
@@ -527,10 +554,13 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       clients.push(observer);
       await observer.subscribe("/devices/tv/controls/volume");
       const { app } = await start();
-      const action = (level: number) => app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level } } });
+      const action = (level: number) =>
+        app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level } } });
 
       expect((await action(15)).statusCode).toBe(200);
-      const point = (await app.inject({ method: "POST", url: "/recovery-points", payload: { label: "quiet", key: "device:tv" } })).json() as { id: string };
+      const point = (
+        await app.inject({ method: "POST", url: "/recovery-points", payload: { label: "quiet", key: "device:tv" } })
+      ).json() as { id: string };
       expect((await action(80)).statusCode).toBe(200);
       await observer.waitFor("/devices/tv/controls/volume", (m) => m.payload === "80");
 
@@ -568,7 +598,11 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(await readRows(dbPath, "SELECT value, version FROM state_store WHERE key = 'profile:a'")).toEqual([
         { value: JSON.stringify({ full_name: "Anna", tags: ["v3"] }), version: 3 },
       ]);
-      expect((await history(app, "profile:a"))[0]).toMatchObject({ source: "migration", old: { name: "Anna" }, new: { full_name: "Anna", tags: ["v3"] } });
+      expect((await history(app, "profile:a"))[0]).toMatchObject({
+        source: "migration",
+        old: { name: "Anna" },
+        new: { full_name: "Anna", tags: ["v3"] },
+      });
 
       const before = await readRows(dbPath, "SELECT value, version, updated_at FROM state_store WHERE key = 'profile:z'");
       expect((await app.inject({ url: "/state/profile:z" })).json()).toMatchObject({ version: 4, value: { shape: "from the future" } });

@@ -7,7 +7,7 @@ import { buildApp } from "../../app/server.js";
 import { ConfigError } from "../../app/shared/errors.js";
 import { fernetDecrypt, fernetEncrypt, generateFernetKey } from "../../app/state/fernet.js";
 import { StoreCorruptError, StoreOpenError, StoreWriteError } from "../../app/state/store.js";
-import { failedStart, startApp, type RunningApp } from "../helpers/app.js";
+import { failedStart, type RunningApp, startApp } from "../helpers/app.js";
 import { damage, sha256 } from "../helpers/db-files.js";
 import { tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
@@ -101,7 +101,10 @@ describe("state durability (real SQLite file, aedes, Fastify inject)", () => {
           { key: "batch:ok", value: { v: 1 } },
           { key: "audit:x", value: { v: 1 } },
         ])
-        .then(() => null, (e: unknown) => e);
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
       expect(err).toBeInstanceOf(StoreWriteError);
       expect((err as Error).message).toContain("history refused");
       expect(await readRows(dbPath, "SELECT key FROM state_store WHERE key IN ('batch:ok', 'audit:x')")).toEqual([]);
@@ -163,7 +166,9 @@ describe("state durability (real SQLite file, aedes, Fastify inject)", () => {
       await expect(stat(dbPath)).rejects.toMatchObject({ code: "ENOENT" });
       const files = await readdir(dir.path);
       // The lock file stays (it is never unlinked); its holder record is gone with the failed start.
-      expect(files.filter((f) => f.startsWith("state.db")).sort()).toEqual([corrupt.quarantinedTo.slice(dir.path.length + 1), "state.db.lock"].sort());
+      expect(files.filter((f) => f.startsWith("state.db")).sort()).toEqual(
+        [corrupt.quarantinedTo.slice(dir.path.length + 1), "state.db.lock"].sort(),
+      );
       expect(logs.some((l) => l.includes("no usable backup"))).toBe(true);
     });
   });

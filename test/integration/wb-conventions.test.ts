@@ -193,9 +193,6 @@ describe("Wiren Board conventions", () => {
     const before = observer.received.length;
     await start(config);
     await observer.waitFor("/devices/tv/meta/error", (m) => m.payload === "" && observer.received.indexOf(m) >= before);
-    await observer.waitFor(
-      "/devices/tv/controls/volume/meta/error",
-      (m) => m.payload === "" && observer.received.indexOf(m) >= before,
-    );
+    await observer.waitFor("/devices/tv/controls/volume/meta/error", (m) => m.payload === "" && observer.received.indexOf(m) >= before);
   });
 });

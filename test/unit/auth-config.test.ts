@@ -71,7 +71,16 @@ describe("auth configuration (loader)", () => {
     for (const host of ["127.0.0.1", "127.255.255.254", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"]) {
       expect(isLoopbackHost(host), host).toBe(true);
     }
-    for (const host of ["0.0.0.0", "::", "192.168.0.2", "128.0.0.1", "127.0.0.256", "example.com", "127.0.0.1.nip.io", "localhost.example.com"]) {
+    for (const host of [
+      "0.0.0.0",
+      "::",
+      "192.168.0.2",
+      "128.0.0.1",
+      "127.0.0.256",
+      "example.com",
+      "127.0.0.1.nip.io",
+      "localhost.example.com",
+    ]) {
       expect(isLoopbackHost(host), host).toBe(false);
     }
   });

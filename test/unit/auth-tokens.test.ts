@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { authConfigSchema } from "../../app/config/system.js";
 import { extractPermissions, isGranted } from "../../app/auth/permissions.js";
 import { createTokenVerifier, InvalidTokenError } from "../../app/auth/verifier.js";
+import { authConfigSchema } from "../../app/config/system.js";
 import { hsToken, keyToken, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, testKey } from "../helpers/auth.js";
 
 const jwtConfig = (extra: Record<string, unknown> = {}) =>
@@ -9,7 +9,10 @@ const jwtConfig = (extra: Record<string, unknown> = {}) =>
 
 describe("permission extraction", () => {
   it("reads a space-separated scope string and ignores unknown entries", () => {
-    expect([...extractPermissions({ scope: "openid devices:read  state:write profile" }, "scope")]).toEqual(["devices:read", "state:write"]);
+    expect([...extractPermissions({ scope: "openid devices:read  state:write profile" }, "scope")]).toEqual([
+      "devices:read",
+      "state:write",
+    ]);
   });
   it("reads array claims, namespaced claims and dotted paths", () => {
     expect([...extractPermissions({ roles: ["admin", 3, "x"] }, "roles")]).toEqual(["admin"]);

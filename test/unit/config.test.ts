@@ -5,12 +5,15 @@ import { loadConfig } from "../../app/config/loader.js";
 import { DriverRegistry } from "../../app/devices/driver.js";
 import { simulatedDriverFactory } from "../../app/devices/drivers/simulated.js";
 import { builtinDrivers } from "../../app/lifespan.js";
-import { ConfigError } from "../../app/shared/errors.js";
 import { createLogger } from "../../app/observability/logger.js";
+import { ConfigError } from "../../app/shared/errors.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 
 async function problemsOf(promise: Promise<unknown>): Promise<string[]> {
-  const err = await promise.then(() => null, (e: unknown) => e);
+  const err = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(ConfigError);
   return (err as ConfigError).problems;
 }
@@ -65,7 +68,11 @@ describe("loadConfig", () => {
   it("names the environment variable when an override is invalid", async () => {
     const configDir = await writeConfigDir(dir.path, {});
     const problems = await problemsOf(
-      loadConfig({ configDir, env: { HTTP_PORT: "eighty", MQTT_EMBEDDED_PORT: "70000", LOG_LEVEL: "loud", MQTT_URL: "http://x" }, cwd: dir.path }),
+      loadConfig({
+        configDir,
+        env: { HTTP_PORT: "eighty", MQTT_EMBEDDED_PORT: "70000", LOG_LEVEL: "loud", MQTT_URL: "http://x" },
+        cwd: dir.path,
+      }),
     );
     expect(problems).toEqual(
       expect.arrayContaining([
@@ -110,9 +117,7 @@ describe("loadConfig", () => {
     const configDir = await writeConfigDir(dir.path, { devices: [simulatedDevice("tv")] });
     await writeFile(join(configDir, "devices", "tv-copy.json"), JSON.stringify(simulatedDevice("tv")));
     const problems = await problemsOf(loadConfig({ configDir, env: {}, cwd: dir.path }));
-    expect(problems).toEqual([
-      'config/devices/tv.json: device_id: "tv" is already defined in config/devices/tv-copy.json',
-    ]);
+    expect(problems).toEqual(['config/devices/tv.json: device_id: "tv" is already defined in config/devices/tv-copy.json']);
   });
 
   it("checks scenario steps against devices, their commands and params, naming file and step", async () => {

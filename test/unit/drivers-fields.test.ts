@@ -1,8 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { checkFieldSpec, decodeField, encodeField, fieldControl, fieldStateSchema, writableProblem, type FieldValueSpec } from "../../app/devices/drivers/fields.js";
-import { sendCommand } from "../../app/devices/drivers/common.js";
 import { DeviceUnreachableError } from "../../app/devices/driver.js";
+import { sendCommand } from "../../app/devices/drivers/common.js";
+import {
+  checkFieldSpec,
+  decodeField,
+  encodeField,
+  type FieldValueSpec,
+  fieldControl,
+  fieldStateSchema,
+  writableProblem,
+} from "../../app/devices/drivers/fields.js";
 import { MqttNotConnectedError } from "../../app/mqtt/gateway.js";
 
 const problemsOf = (spec: FieldValueSpec) => {
@@ -14,7 +22,12 @@ const problemsOf = (spec: FieldValueSpec) => {
 describe("driver fields: wire <-> canonical values", () => {
   it("bool: 0/1 and true/false both ways, invert flips both ways", () => {
     const plain: FieldValueSpec = { type: "bool" };
-    expect([decodeField(plain, "1"), decodeField(plain, "0"), decodeField(plain, true), decodeField(plain, 0)]).toEqual([true, false, true, false]);
+    expect([decodeField(plain, "1"), decodeField(plain, "0"), decodeField(plain, true), decodeField(plain, 0)]).toEqual([
+      true,
+      false,
+      true,
+      false,
+    ]);
     expect(decodeField(plain, "on")).toBeUndefined();
     expect([encodeField(plain, true), encodeField(plain, false)]).toEqual(["1", "0"]);
     const inverted: FieldValueSpec = { type: "bool", invert: true };

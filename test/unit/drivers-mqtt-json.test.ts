@@ -107,9 +107,7 @@ describe("mqtt_json driver", () => {
     context.deliver(`${BASE}/availability`, "offline", true);
     expect(context.reports.at(-1)).toEqual({ available: false });
     expect(context.reachability.at(-1)).toBe(false);
-    await expect(driver.handleAction("power_on", {}, context.merged(driver.defaultState()))).rejects.toBeInstanceOf(
-      DeviceUnreachableError,
-    );
+    await expect(driver.handleAction("power_on", {}, context.merged(driver.defaultState()))).rejects.toBeInstanceOf(DeviceUnreachableError);
     expect(context.published).toEqual([]);
     context.deliver(`${BASE}/availability`, '{"state":"online"}');
     expect(context.reports.at(-1)).toEqual({ available: true });

@@ -176,14 +176,12 @@ describe("wb_relay driver", () => {
       },
       "config/devices/hall.json",
     );
-    expect(wbRelayDriverFactory.validate(commands)).toEqual([
-      'config/devices/hall.json: commands.extra: Unrecognized key: "typo"',
-    ]);
+    expect(wbRelayDriverFactory.validate(commands)).toEqual(['config/devices/hall.json: commands.extra: Unrecognized key: "typo"']);
     const { extra: _extra, ...rest } = commands.commands;
     expect(wbRelayDriverFactory.validate({ ...commands, commands: rest })).toEqual([
       'config/devices/hall.json: commands.power_on.field: no field "powr" in config.fields (known: power, mode)',
       'config/devices/hall.json: commands.power_off.value: expected a boolean for field "power"',
-      "config/devices/hall.json: commands.power.params[0].type: field \"power\" is bool; expected a param of type boolean",
+      'config/devices/hall.json: commands.power.params[0].type: field "power" is bool; expected a param of type boolean',
       'config/devices/hall.json: commands.mode.params[0].enum: not values of field "mode": turbo',
       'config/devices/hall.json: commands.nothing.params: expected exactly one param (its value is written to field "mode"), or a fixed "value"',
     ]);

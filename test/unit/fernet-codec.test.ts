@@ -89,7 +89,14 @@ describe("FernetCodec", () => {
   it("refuses plain text, damaged tokens and every published invalid token", () => {
     const codec = FernetCodec.fromKeys([k1]);
     const good = codec.encode(value);
-    const damaged = [value, "", "null", good.slice(0, -8), `${good.slice(0, 40)}${good[40] === "A" ? "B" : "A"}${good.slice(41)}`, `${good}AAAA`];
+    const damaged = [
+      value,
+      "",
+      "null",
+      good.slice(0, -8),
+      `${good.slice(0, 40)}${good[40] === "A" ? "B" : "A"}${good.slice(41)}`,
+      `${good}AAAA`,
+    ];
     for (const stored of damaged) {
       expect(() => codec.decode(stored)).toThrow(CodecError);
     }

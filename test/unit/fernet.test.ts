@@ -3,14 +3,14 @@ import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import {
   FernetError,
+  type FernetErrorReason,
   FernetKey,
-  MAX_CLOCK_SKEW_SEC,
   fernetDecrypt,
   fernetEncrypt,
   generateFernetKey,
   keyFingerprint,
+  MAX_CLOCK_SKEW_SEC,
   parseFernetKey,
-  type FernetErrorReason,
 } from "../../app/state/fernet.js";
 import { loadGenerateVectors, loadInvalidVectors, loadVerifyVectors } from "../helpers/fernet-vectors.js";
 
@@ -235,17 +235,13 @@ describe("fernetEncrypt / fernetDecrypt", () => {
   it("accepts only canonical, padded URL-safe base64", () => {
     const token = fernetEncrypt(key, "hello");
     // Standard-alphabet characters, and a last character whose unused bits are set.
-    expect(rejection(() => fernetDecrypt(key, `${token.replace(/-/g, "+").replace(/_/g, "/")}+/`)).reason).toBe(
-      "invalid_base64",
-    );
+    expect(rejection(() => fernetDecrypt(key, `${token.replace(/-/g, "+").replace(/_/g, "/")}+/`)).reason).toBe("invalid_base64");
     const body = token.replace(/=+$/, "");
     expect(body.length % 4).not.toBe(0); // "hello" gives a token with padding
     const last = body[body.length - 1] as string;
     const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     const sibling = alphabet[alphabet.indexOf(last) + 1] as string; // same meaningful bits, one unused bit set
-    expect(rejection(() => fernetDecrypt(key, body.slice(0, -1) + sibling + token.slice(body.length))).reason).toBe(
-      "invalid_base64",
-    );
+    expect(rejection(() => fernetDecrypt(key, body.slice(0, -1) + sibling + token.slice(body.length))).reason).toBe("invalid_base64");
     expect(rejection(() => fernetDecrypt(key, `${token}=`)).reason).toBe("invalid_base64");
     // Padding is required, as by the reference implementations.
     expect(rejection(() => fernetDecrypt(key, body)).reason).toBe("invalid_base64");
@@ -257,16 +253,12 @@ describe("fernetEncrypt / fernetDecrypt", () => {
 
     it("accepts a token exactly ttl old and refuses it one second later", () => {
       expect(fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T12:01:00Z") }).toString()).toBe("t");
-      expect(rejection(() => fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T12:01:01Z") })).reason).toBe(
-        "expired",
-      );
+      expect(rejection(() => fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T12:01:01Z") })).reason).toBe("expired");
     });
 
     it(`tolerates ${MAX_CLOCK_SKEW_SEC} s of clock skew into the future, not more`, () => {
       expect(fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T11:59:00Z") }).toString()).toBe("t");
-      expect(rejection(() => fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T11:58:59Z") })).reason).toBe(
-        "from_future",
-      );
+      expect(rejection(() => fernetDecrypt(key, token, { ttlSec: 60, now: at("2024-05-01T11:58:59Z") })).reason).toBe("from_future");
     });
 
     it("checks no time without a ttl (values at rest outlive any clock)", () => {

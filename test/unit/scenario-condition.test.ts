@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import {
+  type ConditionExpr,
   conditionFields,
   evaluateCondition,
   parseCondition,
   UnknownConditionFieldError,
-  type ConditionExpr,
 } from "../../app/config/condition.js";
 
 function parse(source: string): ConditionExpr {

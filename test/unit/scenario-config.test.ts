@@ -82,11 +82,7 @@ describe("scenario config", () => {
       await problems({
         roles: { display: "tv", "bad role": "tv" },
         devices: ["tv"],
-        startup: [
-          { role: "screen", action: "power_on" },
-          { role: "display", device: "tv", action: "power_on" },
-          { action: "power_on" },
-        ],
+        startup: [{ role: "screen", action: "power_on" }, { role: "display", device: "tv", action: "power_on" }, { action: "power_on" }],
       }),
     ).toEqual([
       expect.stringMatching(/^config\/scenarios\/movie\.json: roles\["bad role"\]: /),

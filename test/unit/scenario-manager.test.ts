@@ -3,15 +3,15 @@ import { loadConfig } from "../../app/config/loader.js";
 import { DriverRegistry } from "../../app/devices/driver.js";
 import { simulatedDriverFactory } from "../../app/devices/drivers/simulated.js";
 import { DeviceManager } from "../../app/devices/manager.js";
+import type { BridgeEvents } from "../../app/lifespan.js";
 import type { MqttGateway } from "../../app/mqtt/gateway.js";
+import { createLogger } from "../../app/observability/logger.js";
 import { ScenarioManager } from "../../app/scenarios/manager.js";
 import { POWER_ACTIONS } from "../../app/scenarios/runner.js";
 import type { ScenarioChangeResult } from "../../app/scenarios/state.js";
 import { EventBus } from "../../app/shared/event-bus.js";
-import type { BridgeEvents } from "../../app/lifespan.js";
 import { MemoryStateStore } from "../../app/state/memory-store.js";
 import { StateService } from "../../app/state/service.js";
-import { createLogger } from "../../app/observability/logger.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 
 /** An MQTT gateway that is never connected: these tests are about ordering and persistence. */

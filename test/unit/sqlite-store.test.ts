@@ -1,17 +1,11 @@
-import { readdir, readFile, stat, writeFile, mkdir } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import sqlite3 from "sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
-import {
-  isUndecodable,
-  StateDecodeError,
-  StoreCorruptError,
-  StoreOpenError,
-  StoreWriteError,
-} from "../../app/state/store.js";
-import { readRows } from "../helpers/sqlite.js";
+import { isUndecodable, StateDecodeError, StoreCorruptError, StoreOpenError, StoreWriteError } from "../../app/state/store.js";
 import { tempDir } from "../helpers/fixtures.js";
+import { readRows } from "../helpers/sqlite.js";
 import { describeStoreContract } from "./store-contract.js";
 
 describeStoreContract("sqlite", (dir, now) => {
@@ -127,7 +121,13 @@ describe("SQLiteStateStore", () => {
     const store = new SQLiteStateStore({ path });
     await store.initialize();
     await store.set("device:k", { v: 0 });
-    const ops = [store.set("device:k", { v: 1 }), store.delete("device:k"), store.set("device:j", { v: 2 }), store.delete("device:j"), store.set("device:j", { v: 3 })];
+    const ops = [
+      store.set("device:k", { v: 1 }),
+      store.delete("device:k"),
+      store.set("device:j", { v: 2 }),
+      store.delete("device:j"),
+      store.set("device:j", { v: 3 }),
+    ];
     await Promise.all(ops);
     expect(await store.get("device:k")).toBeNull();
     expect(await store.get("device:j")).toEqual({ v: 3 });
@@ -138,7 +138,10 @@ describe("SQLiteStateStore", () => {
     await mkdir(join(dir.path, "data"), { recursive: true });
     await writeFile(path, "this is not a database, it is a text file that got here somehow".repeat(100));
     const store = new SQLiteStateStore({ path });
-    const err = await store.initialize().then(() => null, (e: unknown) => e);
+    const err = await store.initialize().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StoreCorruptError);
     const corrupt = err as StoreCorruptError;
     expect(corrupt.message).toContain(path);
@@ -160,7 +163,10 @@ describe("SQLiteStateStore", () => {
     }
     await writeFile(path, bytes);
     const reopened = new SQLiteStateStore({ path });
-    const err = await reopened.initialize().then(() => null, (e: unknown) => e);
+    const err = await reopened.initialize().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StoreCorruptError);
     const files = await readdir(join(dir.path, "data"));
     expect(files.some((f) => f.startsWith("state.db.corrupt."))).toBe(true);
@@ -186,7 +192,10 @@ describe("SQLiteStateStore", () => {
     const raw = await openRaw(path);
     await query(raw, "CREATE TRIGGER deny BEFORE INSERT ON state_store BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
     await closeRaw(raw);
-    const err = await store.set("device:new", { v: 2 }).then(() => null, (e: unknown) => e);
+    const err = await store.set("device:new", { v: 2 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StoreWriteError);
     expect((err as Error).message).toContain("disk says no");
     expect(await store.get("device:kept")).toEqual({ v: 1 });

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { ConflictError, PayloadTooLargeError, PreconditionFailedError } from "../../app/shared/errors.js";
 import type { JsonObject } from "../../app/shared/json.js";
 import { RecoveryPoints } from "../../app/state/recovery.js";
-import { StateService, type StateChange, type StateListener } from "../../app/state/service.js";
+import { type StateChange, type StateListener, StateService } from "../../app/state/service.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { captureLogger, tempDir } from "../helpers/fixtures.js";
 import { readRows } from "../helpers/sqlite.js";
@@ -110,7 +110,10 @@ describe("StateService over a real SQLite store", () => {
         () => service.update("cfg:e", { w: 1 }, stale),
         () => service.remove("cfg:e", stale),
       ]) {
-        const err = await attempt().then(() => null, (e: unknown) => e);
+        const err = await attempt().then(
+          () => null,
+          (e: unknown) => e,
+        );
         expect(err).toBeInstanceOf(PreconditionFailedError);
         expect((err as PreconditionFailedError).statusCode).toBe(412);
       }
@@ -196,7 +199,9 @@ describe("StateService over a real SQLite store", () => {
       });
       service.subscribe("user:", rec.listener);
       await expect(service.set("user:anna", { secret: "SECRET-VALUE" }, { source: "test" })).resolves.toMatchObject({ key: "user:anna" });
-      await expect(service.update("user:anna", { more: 1 }, { source: "test" })).resolves.toMatchObject({ value: { secret: "SECRET-VALUE", more: 1 } });
+      await expect(service.update("user:anna", { more: 1 }, { source: "test" })).resolves.toMatchObject({
+        value: { secret: "SECRET-VALUE", more: 1 },
+      });
       await rec.count(2);
       await turn();
       const failures = logs.filter((l) => l.includes("state listener failed"));
@@ -362,7 +367,10 @@ describe("StateService over a real SQLite store", () => {
       expect(logs.some((l) => l.includes('"level":40') && l.includes('"key":"profile:new"') && l.includes("newer version"))).toBe(true);
       expect(await service.migrateAll()).toEqual({ migrated: 0, refused: ["profile:new"] });
       // A patch cannot be merged into a value whose shape this bridge does not know.
-      const err = await service.update("profile:new", { display: "patched" }, { source: "http" }).then(() => null, (e: unknown) => e);
+      const err = await service.update("profile:new", { display: "patched" }, { source: "http" }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(ConflictError);
 
       expect(await readRows(path, "SELECT value, version, updated_at FROM state_store WHERE key = 'profile:new'")).toEqual(before);
@@ -426,7 +434,10 @@ describe("StateService over a real SQLite store", () => {
       await expect(service.set("blob:ok", exact, { source: "test" })).resolves.toMatchObject({ key: "blob:ok" });
       const over = { d: `${"é".repeat((4096 - 8) / 2 - 1)}abc` };
       expect(Buffer.byteLength(JSON.stringify(over))).toBe(4097);
-      const err = await service.set("blob:big", over, { source: "test" }).then(() => null, (e: unknown) => e);
+      const err = await service.set("blob:big", over, { source: "test" }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(PayloadTooLargeError);
       expect((err as PayloadTooLargeError).code).toBe("state_value_too_large");
       // A patch that makes a value too large is refused as well.

@@ -168,7 +168,10 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
             { key: "group:b", value: { v: 1 } },
             { key: "group:c", value: cyclic },
           ])
-          .then(() => null, (e: unknown) => e);
+          .then(
+            () => null,
+            (e: unknown) => e,
+          );
         expect(err).toBeInstanceOf(StoreWriteError);
         expect((err as Error).message).toContain("group:c");
         expect(await store.get("group:a")).toEqual({ v: 0 });
@@ -325,7 +328,13 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
       it("returns version, updatedAt and expiresAt with the value", async () => {
         const t0 = clock.now();
         await store.write([{ key: "meta:k", value: { a: 1 }, version: 3, expiresAt: t0 + 60_000 }]);
-        expect(await store.getEntry("meta:k")).toEqual({ key: "meta:k", value: { a: 1 }, updatedAt: t0, version: 3, expiresAt: t0 + 60_000 });
+        expect(await store.getEntry("meta:k")).toEqual({
+          key: "meta:k",
+          value: { a: 1 },
+          updatedAt: t0,
+          version: 3,
+          expiresAt: t0 + 60_000,
+        });
         clock.advance(5);
         await store.set("meta:k", { a: 2 });
         expect(await store.getEntry("meta:k")).toEqual({ key: "meta:k", value: { a: 2 }, updatedAt: t0 + 5, version: 1, expiresAt: null });

@@ -76,12 +76,7 @@ export const COMMAND_PUBLISH_TIMEOUT_MS = 5000;
  * when the peer reconnects). A publish that fails or is not acknowledged in time means
  * the hardware cannot be reached: DeviceUnreachableError (WB error `r`, state kept).
  */
-export async function sendCommand(
-  mqtt: DriverMqtt,
-  topic: string,
-  payload: string,
-  timeoutMs = COMMAND_PUBLISH_TIMEOUT_MS,
-): Promise<void> {
+export async function sendCommand(mqtt: DriverMqtt, topic: string, payload: string, timeoutMs = COMMAND_PUBLISH_TIMEOUT_MS): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no acknowledgement within ${timeoutMs} ms`)), timeoutMs);

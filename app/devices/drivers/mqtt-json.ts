@@ -4,19 +4,19 @@ import { formatPath } from "../../config/issues.js";
 import type { ParamValues } from "../../config/scenario.js";
 import type { InboundMessage } from "../../mqtt/gateway.js";
 import { BadRequestError, errorMessage } from "../../shared/errors.js";
-import { isJsonObject, jsonValueSchema, type JsonObject, type JsonValue } from "../../shared/json.js";
-import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverFactory, type StateControl } from "../driver.js";
+import { isJsonObject, type JsonObject, type JsonValue, jsonValueSchema } from "../../shared/json.js";
+import { type DeviceDriver, DeviceUnreachableError, type DriverContext, type DriverFactory, type StateControl } from "../driver.js";
 import { checkDevice, requireValid, sendCommand, topicPathSchema } from "./common.js";
 import {
   checkFieldSpec,
   decodeField,
+  type FieldType,
+  type FieldValueSpec,
   fieldControl,
   fieldStateSchema,
   fieldTypeSchema,
   fieldValueShape,
   typeOfMapValues,
-  type FieldType,
-  type FieldValueSpec,
 } from "./fields.js";
 
 /**
@@ -208,10 +208,7 @@ class MqttJsonDriver implements DeviceDriver {
   }
 
   controls(): StateControl[] {
-    return [
-      ...this.fields.map((f) => fieldControl(f.name, f)),
-      { field: AVAILABLE, type: "switch", title: "Available", readonly: true },
-    ];
+    return [...this.fields.map((f) => fieldControl(f.name, f)), { field: AVAILABLE, type: "switch", title: "Available", readonly: true }];
   }
 
   async setup(state: Readonly<JsonObject>): Promise<void> {

@@ -116,7 +116,9 @@ export const simulatedDriverFactory: DriverFactory = {
     for (const [name, command] of Object.entries(device.commands)) {
       // Own keys only: a command named "constructor" or "toString" must not find Object's.
       if (!Object.hasOwn(COMMANDS, name)) {
-        problems.push(`${device.file}: commands.${name}: the simulated driver has no command "${name}" (known: ${Object.keys(COMMANDS).join(", ")})`);
+        problems.push(
+          `${device.file}: commands.${name}: the simulated driver has no command "${name}" (known: ${Object.keys(COMMANDS).join(", ")})`,
+        );
         continue;
       }
       const wanted = COMMANDS[name];

@@ -5,20 +5,20 @@ import type { InboundMessage } from "../../mqtt/gateway.js";
 import { wbTopics } from "../../mqtt/topics.js";
 import { BadRequestError, errorMessage } from "../../shared/errors.js";
 import type { JsonObject } from "../../shared/json.js";
-import { DeviceUnreachableError, type DeviceDriver, type DriverContext, type DriverFactory, type StateControl } from "../driver.js";
+import { type DeviceDriver, DeviceUnreachableError, type DriverContext, type DriverFactory, type StateControl } from "../driver.js";
 import { checkDevice, requireValid, sendCommand, topicLevelSchema } from "./common.js";
 import {
   checkFieldSpec,
   decodeField,
   encodeField,
+  type FieldValueSpec,
   fieldControl,
   fieldStateSchema,
   fieldTypeSchema,
   fieldValueShape,
+  type Scalar,
   scalarSchema,
   writableProblem,
-  type FieldValueSpec,
-  type Scalar,
 } from "./fields.js";
 
 /**
@@ -220,7 +220,10 @@ class WbRelayDriver implements DeviceDriver {
     const wire = problem === null ? encodeField(field, value as Scalar) : undefined;
     if (problem !== null || wire === undefined) {
       // The value is left out: messages end up in logs.
-      throw new BadRequestError("invalid_params", `cannot write field "${field.name}" of ${this.device.device_id}: ${problem ?? "no wire value for it"}`);
+      throw new BadRequestError(
+        "invalid_params",
+        `cannot write field "${field.name}" of ${this.device.device_id}: ${problem ?? "no wire value for it"}`,
+      );
     }
     if (this.flags.get(field.name)?.includes("r")) {
       throw new DeviceUnreachableError(`${field.device}/${field.control} reports a read error (meta/error "r")`);

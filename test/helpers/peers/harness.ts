@@ -4,8 +4,8 @@ import type { EmbeddedBroker } from "../../../app/mqtt/broker.js";
 import { startEmbeddedBroker } from "../../../app/mqtt/broker.js";
 import { createLogger } from "../../../app/observability/logger.js";
 import type { JsonObject } from "../../../app/shared/json.js";
-import { startApp, type RunningApp } from "../app.js";
-import { tempDir, testConfig, type ConfigFiles } from "../fixtures.js";
+import { type RunningApp, startApp } from "../app.js";
+import { type ConfigFiles, tempDir, testConfig } from "../fixtures.js";
 import { startTestBroker, TestMqttClient } from "../mqtt.js";
 
 /**
@@ -81,7 +81,11 @@ export class DriverHarness {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         off();
-        reject(new Error(`${id}: state did not reach the expected value within ${timeoutMs} ms: ${JSON.stringify(app.bridge.devices.getState(id).state)}`));
+        reject(
+          new Error(
+            `${id}: state did not reach the expected value within ${timeoutMs} ms: ${JSON.stringify(app.bridge.devices.getState(id).state)}`,
+          ),
+        );
       }, timeoutMs);
       const off = app.bridge.bus.on("device.state", (e) => {
         if (e.deviceId !== id || !pred(e.state)) return;

@@ -49,7 +49,10 @@ export class EmulatedIrBlaster {
   waitForPlaybacks(count: number, timeoutMs = 5000): Promise<void> {
     if (this.playbacks.length >= count) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.id}: ${this.playbacks.length} of ${count} playbacks within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${this.id}: ${this.playbacks.length} of ${count} playbacks within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.waiters.push({
         count,
         resolve: () => {

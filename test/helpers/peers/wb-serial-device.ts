@@ -1,4 +1,4 @@
-import { TestMqttClient, type Received } from "../mqtt.js";
+import { type Received, TestMqttClient } from "../mqtt.js";
 
 /**
  * An emulated wb-mqtt-serial device (a WB-MR6C relay module, a dimmer): publishes its

@@ -1,4 +1,4 @@
-import { TestMqttClient, type Received } from "../mqtt.js";
+import { type Received, TestMqttClient } from "../mqtt.js";
 
 export type LampState = {
   state: "ON" | "OFF";
