@@ -28,6 +28,11 @@ export const STORAGE_FAILURES: Record<Exclude<WriteFailure, "other">, { status: 
     code: "storage_io_error",
     message: "the bridge's storage failed to write (I/O error; the file system may have turned read-only); the change was not saved",
   },
+  unavailable: {
+    status: 503,
+    code: "storage_unavailable",
+    message: "the bridge's database server is not reachable; the change was not saved. Retry once it is back.",
+  },
 };
 
 /**

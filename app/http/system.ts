@@ -3,8 +3,8 @@ import "./permissions.js";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Bridge } from "../lifespan.js";
-import { redactUrl } from "../mqtt/gateway.js";
 import { errorMessage } from "../shared/errors.js";
+import { redactUrl } from "../shared/urls.js";
 import { STORAGE_FAILURES } from "./errors.js";
 
 const healthSchema = z.object({

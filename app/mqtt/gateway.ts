@@ -3,6 +3,7 @@ import { connect as tlsConnect } from "node:tls";
 import { type IClientOptions, MqttClient, UniqueMessageIdProvider } from "mqtt";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
+import { redactUrl } from "../shared/urls.js";
 import { assertPublishableTopic, topicMatches } from "./topics.js";
 
 export interface InboundMessage {
@@ -301,19 +302,5 @@ export class MqttGateway {
         }
       }
     }
-  }
-}
-
-/** Logs must never carry credentials embedded in a broker URL. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username || u.password) {
-      u.username = u.username ? "***" : "";
-      u.password = u.password ? "***" : "";
-    }
-    return u.toString();
-  } catch {
-    return "<invalid url>";
   }
 }

@@ -1,4 +1,4 @@
-import type { Transition } from "./store.js";
+import { type EncodedOp, lit } from "./stored-text.js";
 
 /**
  * SQL text for one group-commit transaction. Values are inlined as SQL literals so the
@@ -41,27 +41,6 @@ export const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
   ["version", "ALTER TABLE state_store ADD COLUMN version INTEGER NOT NULL DEFAULT 1"],
   ["expires_at", "ALTER TABLE state_store ADD COLUMN expires_at INTEGER"],
 ];
-
-export function lit(value: string | number | null | undefined): string {
-  if (value === null || value === undefined) return "NULL";
-  if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new Error("non-finite number in SQL literal");
-    return String(Math.trunc(value));
-  }
-  if (value.includes("\u0000")) throw new Error("NUL character in SQL text");
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
-/** One op after encoding: `text` null deletes. */
-export interface EncodedOp {
-  key: string;
-  text: string | null;
-  version: number;
-  expiresAt: number | null;
-  transition?: Transition;
-  source: string;
-  actor: string | null;
-}
 
 const live = (now: number) => `(s.expires_at IS NULL OR s.expires_at > ${now})`;
 
@@ -119,11 +98,4 @@ export function batchSql(ops: readonly EncodedOp[], now: number, withHistory: bo
   }
   parts.push("COMMIT;");
   return parts.join("\n");
-}
-
-/** Smallest string greater than every string starting with `prefix` (BINARY collation). */
-export function prefixUpperBound(prefix: string): string {
-  const chars = Array.from(prefix);
-  const last = chars.pop()?.codePointAt(0) ?? 0;
-  return chars.join("") + String.fromCodePoint(last + 1);
 }

@@ -3,17 +3,17 @@ import { basename, dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
-import { isJsonObject, type JsonObject } from "../shared/json.js";
-import { CodecError, plainCodec, type ValueCodec } from "./codec.js";
+import type { JsonObject } from "../shared/json.js";
+import { plainCodec, type ValueCodec } from "./codec.js";
 import { SqliteConnection, type SqlParam, sqliteErrorCode, writeFailureOf } from "./sqlite-connection.js";
-import { ADDED_COLUMNS, batchSql, type EncodedOp, lit, prefixUpperBound, SCHEMA_SQL } from "./sqlite-sql.js";
+import { ADDED_COLUMNS, batchSql, SCHEMA_SQL } from "./sqlite-sql.js";
 import {
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
   type ListedEntry,
   type ListOptions,
-  StateDecodeError,
+  type StateDecodeError,
   type StateStore,
   StoreClosedError,
   StoreCorruptError,
@@ -23,6 +23,7 @@ import {
   type Transition,
   type WriteOp,
 } from "./store.js";
+import { decodeStored, ENCRYPTION_MARKER, type EncodedOp, encodeOp, lit, MARKER_PLAINTEXT, prefixUpperBound } from "./stored-text.js";
 
 export type SynchronousMode = "off" | "normal" | "full" | "extra";
 
@@ -69,8 +70,6 @@ interface HistoryRow {
 /** Page size of databases this store creates (see initialize). */
 const PAGE_SIZE = 512;
 const CORRUPTION_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
-const ENCRYPTION_MARKER = "encryption_check";
-const MARKER_PLAINTEXT = "wb-bridge encryption check";
 
 /**
  * SQLite-backed StateStore. One writer connection applies writes with group commit:
@@ -206,7 +205,7 @@ export class SQLiteStateStore implements StateStore {
     }
     let encoded: EncodedOp[];
     try {
-      encoded = ops.map((op) => this.encodeOp(op));
+      encoded = ops.map((op) => encodeOp(this.codec, op));
     } catch (err) {
       return Promise.reject(err instanceof StoreWriteError ? err : new StoreWriteError(errorMessage(err)));
     }
@@ -394,27 +393,6 @@ export class SQLiteStateStore implements StateStore {
     return this.reader;
   }
 
-  private encodeOp(op: WriteOp): EncodedOp {
-    if (op.key.includes("\u0000")) throw new StoreWriteError("key contains a NUL character");
-    let text: string | null = null;
-    if (op.value !== null) {
-      try {
-        text = this.codec.encode(JSON.stringify(op.value));
-      } catch (err) {
-        throw new StoreWriteError(`value of ${op.key} is not serializable: ${errorMessage(err)}`);
-      }
-    }
-    return {
-      key: op.key,
-      text,
-      version: op.version ?? 1,
-      expiresAt: op.expiresAt ?? null,
-      transition: op.meta?.transition,
-      source: op.meta?.source ?? "internal",
-      actor: op.meta?.actor ?? null,
-    };
-  }
-
   /** Runs `fn` on the writer between group commits, so it never interleaves with a batch. */
   private exclusive<T>(fn: (writer: SqliteConnection) => Promise<T>): Promise<T> {
     if (!this.writer || this.closing) return Promise.reject(new StoreClosedError("state store is closed"));
@@ -506,21 +484,7 @@ export class SQLiteStateStore implements StateStore {
   }
 
   private decodeText(key: string, stored: string): JsonObject {
-    let text: string;
-    try {
-      // Plain JSON written before encryption was enabled stays readable until rotated.
-      text = stored.startsWith("{") ? stored : this.codec.decode(stored);
-    } catch (err) {
-      throw new StateDecodeError(key, err instanceof CodecError ? err.message : errorMessage(err));
-    }
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (err) {
-      throw new StateDecodeError(key, errorMessage(err));
-    }
-    if (!isJsonObject(value)) throw new StateDecodeError(key, "not a JSON object");
-    return value as JsonObject;
+    return decodeStored(this.codec, key, stored);
   }
 
   /**

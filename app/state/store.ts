@@ -132,9 +132,10 @@ export class StoreCorruptError extends StateStoreError {
 
 /**
  * Why storage refused a write: `full` (no space; recovers once space is freed),
- * `read_only` and `io` (the file system or device failed), `other` (anything else).
+ * `read_only` and `io` (the file system or device failed), `unavailable` (a database
+ * server is not reachable; recovers when it is back), `other` (anything else).
  */
-export type WriteFailure = "full" | "read_only" | "io" | "other";
+export type WriteFailure = "full" | "read_only" | "io" | "unavailable" | "other";
 
 /** A write could not be committed; the value was not stored. */
 export class StoreWriteError extends StateStoreError {

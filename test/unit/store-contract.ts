@@ -8,6 +8,8 @@ export interface StoreHarness {
   store: StateStore;
   /** A new store instance over the same data (after `store.close()`). */
   reopen(): StateStore;
+  /** Removes what the store created outside `dir` (a PostgreSQL schema), after close. */
+  cleanup?(): Promise<void>;
 }
 
 /** The store's clock: the contract moves it by hand (TTL, history age), never by waiting. */
@@ -41,8 +43,7 @@ async function historyOf(store: StateStore, key: string): Promise<Array<Omit<His
 }
 
 /**
- * The StateStore contract: every implementation (memory, SQLite, later Redis and
- * PostgreSQL) runs exactly these tests through its own factory. The factory must build
+ * The StateStore contract: every implementation (memory, SQLite, PostgreSQL) runs exactly these tests through its own factory. The factory must build
  * its store on `now` (the store's clock for updated_at, history times and expiry).
  */
 export function describeStoreContract(name: string, make: (dir: string, now: () => number) => StoreHarness): void {
@@ -62,6 +63,7 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
 
     afterEach(async () => {
       await store.close();
+      await harness.cleanup?.();
       await dir.remove();
     });
 

@@ -1,0 +1,88 @@
+import { type EncodedOp, lit } from "./stored-text.js";
+
+/**
+ * SQL text for the PostgreSQL store. A batch is one simple-protocol script (one round
+ * trip per group commit, as in SQLite), with values inlined as literals.
+ */
+
+/** Advisory lock key spaces (the two-int4 form): one for the bridge's hold on a schema, one for keys. */
+export const LOCK_SPACE = { holder: 0x77620001, key: 0x77620002 } as const;
+
+/** Schema names are inlined as identifiers: plain lower-case names only. */
+export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export function schemaSql(schema: string): string {
+  return `
+  CREATE SCHEMA IF NOT EXISTS ${schema};
+  CREATE TABLE IF NOT EXISTS ${schema}.state_store (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    expires_at BIGINT
+  );
+  CREATE TABLE IF NOT EXISTS ${schema}.state_history (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT COLLATE "C" NOT NULL,
+    old TEXT,
+    new TEXT,
+    transition TEXT NOT NULL,
+    source TEXT NOT NULL,
+    actor TEXT,
+    at BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS state_history_key ON ${schema}.state_history (key, id);
+  CREATE INDEX IF NOT EXISTS state_store_expiry ON ${schema}.state_store (expires_at) WHERE expires_at IS NOT NULL;
+  CREATE TABLE IF NOT EXISTS ${schema}.state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);`;
+}
+
+/**
+ * The whole transaction for a batch. Per-key transaction locks, taken in one order,
+ * serialize writers of the same key across bridges (also for keys not yet stored, which
+ * row locks cannot cover), so each history entry's `old` is the value it replaced.
+ */
+export function batchSql(schema: string, ops: readonly EncodedOp[], now: number, withHistory: boolean): string {
+  const last = new Map<string, EncodedOp>();
+  for (const op of ops) last.set(op.key, op);
+  const keys = [...last.keys()];
+  const upserts = [...last.values()].filter((op) => op.text !== null);
+  const deletes = [...last.values()].filter((op) => op.text === null).map((op) => op.key);
+  const parts = [
+    "BEGIN;",
+    `SELECT pg_advisory_xact_lock(${LOCK_SPACE.key}, h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(ARRAY[${keys.map(lit).join(", ")}]::text[]) AS k ORDER BY h) AS locks;`,
+  ];
+  if (withHistory) parts.push(historySql(schema, ops, now));
+  if (upserts.length > 0) {
+    const rows = upserts.map((op) => `(${lit(op.key)}, ${lit(op.text)}, ${now}, ${op.version}, ${lit(op.expiresAt)}::bigint)`);
+    parts.push(
+      `INSERT INTO ${schema}.state_store (key, value, updated_at, version, expires_at) VALUES ${rows.join(", ")}
+       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at,
+         version = EXCLUDED.version, expires_at = EXCLUDED.expires_at;`,
+    );
+  }
+  if (deletes.length > 0) parts.push(`DELETE FROM ${schema}.state_store WHERE key IN (${deletes.map(lit).join(", ")});`);
+  parts.push("COMMIT;");
+  return parts.join("\n");
+}
+
+function historySql(schema: string, ops: readonly EncodedOp[], now: number): string {
+  const seen = new Map<string, string | null>();
+  const rows = ops.map((op, i) => {
+    const hasPrev = seen.has(op.key);
+    const prev = hasPrev ? (seen.get(op.key) ?? null) : null;
+    seen.set(op.key, op.text);
+    return `(${i}, ${lit(op.key)}, ${lit(op.text)}::text, ${lit(prev)}::text, ${hasPrev}, ${lit(op.transition ?? null)}::text, ${lit(op.source)}, ${lit(op.actor)}::text)`;
+  });
+  return `
+    WITH v(i, key, new, prev, has_prev, transition, source, actor) AS (VALUES ${rows.join(", ")}),
+    o AS (
+      SELECT v.*, CASE WHEN has_prev THEN prev
+        ELSE (SELECT s.value FROM ${schema}.state_store s WHERE s.key = v.key AND (s.expires_at IS NULL OR s.expires_at > ${now})) END AS old
+      FROM v
+    )
+    INSERT INTO ${schema}.state_history (key, old, new, transition, source, actor, at)
+    SELECT key, old, new,
+      COALESCE(transition, CASE WHEN new IS NULL THEN 'delete' WHEN old IS NULL THEN 'create' ELSE 'update' END),
+      source, actor, ${now}
+    FROM o WHERE NOT (new IS NULL AND old IS NULL) ORDER BY i;`;
+}
