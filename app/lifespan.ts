@@ -19,13 +19,13 @@ import { ConfigError, errorMessage } from "./shared/errors.js";
 import { EventBus } from "./shared/event-bus.js";
 import type { Sleep } from "./shared/sleep.js";
 import { redactUrl } from "./shared/urls.js";
-import { BackupManager, restoreNewestBackup } from "./state/backups.js";
+import { createStateBackend, customBackend, type StateBackend } from "./state/backend.js";
+import type { BackupManager } from "./state/backups.js";
 import { plainCodec, type ValueCodec } from "./state/codec.js";
 import { FernetCodec, parseKeyList } from "./state/fernet-codec.js";
-import { acquireDbLock, type DbLock } from "./state/lock.js";
+import type { DbLock } from "./state/lock.js";
 import { RecoveryPoints } from "./state/recovery.js";
 import type { StateService } from "./state/service.js";
-import { SQLiteStateStore } from "./state/sqlite-store.js";
 import { type StateStore, StoreCorruptError, type WriteFailure } from "./state/store.js";
 
 export type BridgeEvents = DeviceEvents & ScenarioEvents;
@@ -33,7 +33,7 @@ export type BridgeEvents = DeviceEvents & ScenarioEvents;
 export type Phase = "created" | "starting" | "ready" | "stopping" | "stopped" | "failed";
 
 export interface BridgeOverrides {
-  /** Replaces the SQLite store (unit tests of other layers use MemoryStateStore). */
+  /** Replaces the configured backend's store (unit tests of other layers use MemoryStateStore). */
   store?: StateStore;
   /** Extra driver factories, added to the built-in ones. */
   drivers?: readonly DriverFactory[];
@@ -83,6 +83,8 @@ export const builtinDrivers: readonly DriverFactory[] = [
  */
 export class Bridge {
   readonly store: StateStore;
+  /** Which engine keeps the state, with its lock and backups. */
+  readonly backend: StateBackend;
   readonly state: StateService;
   readonly bus: EventBus<BridgeEvents>;
   readonly mqtt: MqttGateway;
@@ -126,39 +128,30 @@ export class Bridge {
     // Process metrics only when served; the bridge's own counters are always kept (cheap).
     const metrics = new BridgeMetrics({ version, defaultMetrics: system.metrics.enabled });
     this.metrics = metrics;
-    const store =
-      overrides.store ??
-      new SQLiteStateStore({
-        path: config.paths.db,
-        synchronous: persistence.synchronous,
-        busyTimeoutMs: persistence.busy_timeout_ms,
-        codec: this.codec,
-        history: overrides.history ?? persistence.history.enabled,
-        log: log.child({ module: "store" }),
-        onCommit: (info) => {
-          metrics.observeCommit(info);
-          // Health shows failing storage from the first failed commit until one succeeds again.
-          this.writeFailure = info.error
-            ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
-            : null;
-          this.watchStorage(info.error?.failure ?? null);
-          if (!info.error) this.committed += 1;
-        },
-      });
-    this.store = new InstrumentedStateStore(store, metrics);
-    // Backups and the database lock only exist for the SQLite file.
-    this.backups = overrides.store
-      ? null
-      : new BackupManager({
-          dbPath: config.paths.db,
-          dir: config.paths.backups,
-          keep: persistence.backups.keep,
-          intervalS: persistence.backups.interval_s,
-          busyTimeoutMs: persistence.busy_timeout_ms,
-          log: log.child({ module: "backups" }),
-          onResult: (result) => metrics.observeBackup(result),
+    this.backend = overrides.store
+      ? customBackend(overrides.store)
+      : createStateBackend({
+          persistence,
+          paths: config.paths,
+          databaseUrl: config.secrets.databaseUrl,
+          codec: this.codec,
+          history: overrides.history ?? persistence.history.enabled,
+          log,
+          onCommit: (info) => {
+            metrics.observeCommit(info);
+            // Health shows failing storage from the first failed commit until one succeeds again.
+            this.writeFailure = info.error
+              ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
+              : null;
+            this.watchStorage(info.error?.failure ?? null);
+            if (!info.error) this.committed += 1;
+          },
+          onBackup: (result) => metrics.observeBackup(result),
           changeCount: () => this.committed,
+          onLockLost: (reason) => this.raiseFatal(reason),
         });
+    this.store = new InstrumentedStateStore(this.backend.store, metrics);
+    this.backups = this.backend.backups;
     this.state = createStateService(this.store, log.child({ module: "state" }), persistence);
     this.recovery = new RecoveryPoints(this.state);
     this.bus = new EventBus<BridgeEvents>(log.child({ module: "events" }));
@@ -235,12 +228,19 @@ export class Bridge {
     this.ioFailures = { first: this.ioFailures?.first ?? now, count: (this.ioFailures?.count ?? 0) + 1 };
     const limitMs = this.config.system.persistence.io_failure_exit_ms;
     if (this.fatalRaised || limitMs === 0 || this.ioFailures.count < 3 || now - this.ioFailures.first < limitMs) return;
-    this.fatalRaised = true;
-    const reason = `state store: every commit failed (${failure}) for ${now - this.ioFailures.first} ms, ${this.ioFailures.count} in a row`;
     this.log.fatal(
       { failure, failed_commits: this.ioFailures.count, since: new Date(this.ioFailures.first).toISOString() },
       "storage keeps failing: stopping",
     );
+    this.raiseFatal(
+      `state store: every commit failed (${failure}) for ${now - this.ioFailures.first} ms, ${this.ioFailures.count} in a row`,
+    );
+  }
+
+  private raiseFatal(reason: string): void {
+    if (this.fatalRaised) return;
+    this.fatalRaised = true;
+    this.log.fatal({ reason }, "stopping");
     for (const listener of this.fatalListeners) listener(reason);
   }
 
@@ -258,12 +258,12 @@ export class Bridge {
    * backup then takes its place, loudly, and the start goes on. Without one it stops.
    */
   private async openStore(): Promise<void> {
-    if (this.backups) this.lock = await acquireDbLock(this.config.paths.db, "wb-bridge");
+    this.lock = await this.backend.lock();
     try {
       await this.store.initialize();
     } catch (err) {
-      if (!(err instanceof StoreCorruptError) || !this.backups) throw err;
-      const backup = await restoreNewestBackup({ dbPath: this.config.paths.db, dir: this.config.paths.backups, log: this.log });
+      if (!(err instanceof StoreCorruptError)) throw err;
+      const backup = await this.backend.restoreAfterCorruption();
       if (!backup) throw err;
       this.restored = {
         backup: backup.file,
@@ -283,7 +283,7 @@ export class Bridge {
       this.storeOpen = true;
       this.state.start();
       this.backups?.start();
-      this.log.info({ db: this.config.system.persistence.db_path }, "state store open");
+      this.log.info({ db: this.backend.description }, "state store open");
 
       const embedded = this.config.system.mqtt.embedded;
       if (embedded.enabled) {

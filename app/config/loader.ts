@@ -20,6 +20,8 @@ export interface AppConfig {
   /** Secrets read from the environment or key files: never logged or returned by the API. */
   secrets: {
     encryptionKeys: string | null;
+    /** The PostgreSQL URL (with its password) when `persistence.backend` is `postgres`; null otherwise. */
+    databaseUrl: string | null;
     /** The HS256 shared secret from the variable `auth.jwt.hs256_secret_env` names; null when unused. */
     jwtSecret: string | null;
   };
@@ -68,6 +70,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
 
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
   const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;
+  const databaseUrl = overridden ? readDatabaseUrl(overridden, env, problems) : null;
   if (problems.length > 0 || !overridden) throw new ConfigError(problems);
 
   overridden.persistence.db_path = isAbsolute(overridden.persistence.db_path)
@@ -84,7 +87,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
     devices,
     scenarios,
     paths: { db: overridden.persistence.db_path, backups },
-    secrets: { encryptionKeys, jwtSecret },
+    secrets: { encryptionKeys, jwtSecret, databaseUrl },
   });
 }
 
@@ -154,6 +157,10 @@ async function readEncryptionKeys(system: SystemConfig, env: Env, cwd: string): 
 function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): SystemConfig {
   const out = structuredClone(system);
   if (env.STATE_PATH) out.persistence.db_path = env.STATE_PATH;
+  if (env.STATE_BACKEND) {
+    if (env.STATE_BACKEND === "sqlite" || env.STATE_BACKEND === "postgres") out.persistence.backend = env.STATE_BACKEND;
+    else problems.push(`STATE_BACKEND: expected "sqlite" or "postgres", got "${env.STATE_BACKEND}"`);
+  }
   if (env.MQTT_URL) {
     if (!/^mqtts?:\/\/[^\s]+$/.test(env.MQTT_URL)) {
       problems.push("MQTT_URL: expected mqtt://host:port or mqtts://host:port");
@@ -181,6 +188,22 @@ function applyEnvOverrides(system: SystemConfig, env: Env, problems: string[]): 
     else problems.push(`LOG_LEVEL: expected one of ${logLevelSchema.options.join(", ")}, got "${env.LOG_LEVEL}"`);
   }
   return out;
+}
+
+/** The server URL for the postgres backend, from the variable the config names; never put into a problem message. */
+function readDatabaseUrl(system: SystemConfig, env: Env, problems: string[]): string | null {
+  if (system.persistence.backend !== "postgres") return null;
+  const name = system.persistence.postgres.url_env;
+  const url = env[name];
+  if (url === undefined || url === "") {
+    problems.push(`persistence.postgres.url_env: environment variable ${name} is not set (persistence.backend is "postgres")`);
+    return null;
+  }
+  if (!/^postgres(ql)?:\/\/\S+$/.test(url)) {
+    problems.push(`persistence.postgres.url_env: ${name} must be a postgres:// or postgresql:// URL`);
+    return null;
+  }
+  return url;
 }
 
 /** A port from the environment; unset or empty leaves the configured one. */

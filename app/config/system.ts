@@ -72,8 +72,26 @@ export const historyConfigSchema = z
   })
   .strict();
 
+export const postgresConfigSchema = z
+  .object({
+    /** Name of the environment variable holding the server URL (postgres://user:pass@host:port/db). */
+    url_env: z.string().min(1).default("STATE_DATABASE_URL"),
+    /** The bridge's tables live in this schema (created if missing). */
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, "expected a plain lower-case identifier")
+      .default("wb_bridge"),
+    /** Connections for reads, beside the one that commits. */
+    read_pool_size: z.number().int().min(1).max(64).default(4),
+    connect_timeout_ms: z.number().int().min(100).max(120_000).default(5000),
+  })
+  .strict();
+
 export const persistenceConfigSchema = z
   .object({
+    /** `sqlite` (the embedded default: a file under data/) or `postgres` (a server, see `postgres`). */
+    backend: z.enum(["sqlite", "postgres"]).default("sqlite"),
+    postgres: postgresConfigSchema.prefault({}),
     db_path: z.string().min(1).default("data/state_store.db"),
     synchronous: z.enum(["off", "normal", "full", "extra"]).default("full"),
     busy_timeout_ms: z.number().int().min(0).max(600_000).default(5000),

@@ -14,6 +14,9 @@ const healthSchema = z.object({
   phase: z.string(),
   store: z.object({
     open: z.boolean(),
+    /** `sqlite`, `postgres`, or `custom` (a store injected by tests). */
+    backend: z.string(),
+    /** The SQLite file, or the PostgreSQL server and schema (no password). */
     path: z.string(),
     /** Set while writes fail (the last commit failed); null once one succeeds again. */
     write_error: z.object({ code: z.string(), message: z.string(), since: z.string() }).nullable(),
@@ -113,8 +116,8 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
           request.log.warn({ err: errorMessage(err) }, "health: state count failed");
           return null;
         }),
-        // An injected store (tests) has no database file, whatever lies at the configured path.
-        (bridge.backups ? databaseSize(bridge.config.paths.db) : Promise.resolve(null)).catch((err: unknown) => {
+        // Only the SQLite backend has a file; an injected store (tests) has none, whatever lies at the configured path.
+        (bridge.backend.kind === "sqlite" ? databaseSize(bridge.config.paths.db) : Promise.resolve(null)).catch((err: unknown) => {
           request.log.warn({ err: errorMessage(err) }, "health: database size unavailable");
           return null;
         }),
@@ -124,7 +127,12 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
         version: bridge.version,
         uptime_s: Math.round((Date.now() - bridge.startedAt) / 1000),
         phase,
-        store: { open: bridge.isStoreOpen, path: bridge.config.system.persistence.db_path, write_error: storageError(bridge) },
+        store: {
+          open: bridge.isStoreOpen,
+          backend: bridge.backend.kind,
+          path: bridge.backend.kind === "sqlite" ? bridge.config.system.persistence.db_path : bridge.backend.description,
+          write_error: storageError(bridge),
+        },
         mqtt: {
           connected: bridge.mqtt.connected,
           url: redactUrl(bridge.mqtt.url),

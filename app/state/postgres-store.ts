@@ -8,6 +8,7 @@ import { redactUrl } from "../shared/urls.js";
 import { plainCodec, type ValueCodec } from "./codec.js";
 import { batchSql, SCHEMA_NAME, schemaSql } from "./postgres-sql.js";
 import {
+  type CommitInfo,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
@@ -43,7 +44,7 @@ export interface PostgresStateStoreOptions extends PostgresConnectionOptions {
   history?: boolean;
   log?: Logger;
   now?: () => number;
-  onCommit?: (info: { writes: number; ops: number; durationMs: number; ok: boolean; error?: StoreWriteError }) => void;
+  onCommit?: (info: CommitInfo) => void;
 }
 
 type PendingWrite = { ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void };

@@ -8,6 +8,7 @@ import { plainCodec, type ValueCodec } from "./codec.js";
 import { SqliteConnection, type SqlParam, sqliteErrorCode, writeFailureOf } from "./sqlite-connection.js";
 import { ADDED_COLUMNS, batchSql, SCHEMA_SQL } from "./sqlite-sql.js";
 import {
+  type CommitInfo,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
@@ -39,7 +40,7 @@ export interface SQLiteStateStoreOptions {
   log?: Logger;
   now?: () => number;
   /** Called after each group commit (metrics, health); `writes` callers, `ops` rows; `error` when it failed. Must not throw. */
-  onCommit?: (info: { writes: number; ops: number; durationMs: number; ok: boolean; error?: StoreWriteError }) => void;
+  onCommit?: (info: CommitInfo) => void;
 }
 
 /** Queued work for the writer: writes are grouped; a task runs alone, in its place. */

@@ -159,4 +159,14 @@ export class StateDecodeError extends StateStoreError {
   }
 }
 
+/** What a store reports after each group commit (metrics, health); `error` when it failed. */
+export interface CommitInfo {
+  /** Callers whose writes the transaction carried. */
+  writes: number;
+  ops: number;
+  durationMs: number;
+  ok: boolean;
+  error?: StoreWriteError;
+}
+
 export const DEFAULT_META: WriteMeta = { transition: "update", source: "internal" };

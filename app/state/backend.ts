@@ -1,0 +1,120 @@
+import type { Logger } from "pino";
+import type { z } from "zod";
+import type { persistenceConfigSchema } from "../config/system.js";
+import { BackupManager, type BackupResult, restoreNewestBackup } from "./backups.js";
+import type { ValueCodec } from "./codec.js";
+import { acquireDbLock, type DbLock } from "./lock.js";
+import { acquirePgLock } from "./postgres-lock.js";
+import { describePg, type PostgresConnectionOptions, PostgresStateStore } from "./postgres-store.js";
+import { SQLiteStateStore } from "./sqlite-store.js";
+import type { CommitInfo, StateStore } from "./store.js";
+
+export type PersistenceConfig = z.infer<typeof persistenceConfigSchema>;
+
+export interface BackendOptions {
+  persistence: PersistenceConfig;
+  /** Absolute paths of the SQLite file and its backups. */
+  paths: { db: string; backups: string };
+  /** The PostgreSQL URL (a secret) when the backend is `postgres`. */
+  databaseUrl: string | null;
+  codec: ValueCodec;
+  history: boolean;
+  log: Logger;
+  onCommit: (info: CommitInfo) => void;
+  onBackup: (result: BackupResult) => void;
+  /** Grows with every committed change; scheduled backups skip when it has not moved. */
+  changeCount: () => number;
+  /** The lock was lost to another bridge while running (PostgreSQL): the bridge must stop. */
+  onLockLost: (reason: string) => void;
+}
+
+/**
+ * One backend: the store, the lock that keeps a second bridge off its data, and the
+ * backups that the backend supports. The only place that knows which engines exist.
+ */
+export interface StateBackend {
+  readonly kind: "sqlite" | "postgres" | "custom";
+  readonly store: StateStore;
+  /** For logs and /health; never carries a password. */
+  readonly description: string;
+  /** Scheduled and on-demand backups (SQLite files); null where the server keeps its own. */
+  readonly backups: BackupManager | null;
+  /** Takes the exclusive hold on the data; null when the backend needs none. */
+  lock(): Promise<DbLock | null>;
+  /** After the store found its file damaged: the newest good backup put in its place, or null. */
+  restoreAfterCorruption(): Promise<{ file: string; created_at: string } | null>;
+}
+
+export function createStateBackend(options: BackendOptions): StateBackend {
+  return options.persistence.backend === "postgres" ? postgresBackend(options) : sqliteBackend(options);
+}
+
+/** A store built by the caller (tests of other layers): no lock, no backups. */
+export function customBackend(store: StateStore): StateBackend {
+  return {
+    kind: "custom",
+    store,
+    description: "custom store",
+    backups: null,
+    lock: async () => null,
+    restoreAfterCorruption: async () => null,
+  };
+}
+
+function sqliteBackend(options: BackendOptions): StateBackend {
+  const { persistence, paths, log } = options;
+  const store = new SQLiteStateStore({
+    path: paths.db,
+    synchronous: persistence.synchronous,
+    busyTimeoutMs: persistence.busy_timeout_ms,
+    codec: options.codec,
+    history: options.history,
+    log: log.child({ module: "store" }),
+    onCommit: options.onCommit,
+  });
+  const backups = new BackupManager({
+    dbPath: paths.db,
+    dir: paths.backups,
+    keep: persistence.backups.keep,
+    intervalS: persistence.backups.interval_s,
+    busyTimeoutMs: persistence.busy_timeout_ms,
+    log: log.child({ module: "backups" }),
+    onResult: options.onBackup,
+    changeCount: options.changeCount,
+  });
+  return {
+    kind: "sqlite",
+    store,
+    description: paths.db,
+    backups,
+    lock: () => acquireDbLock(paths.db, "wb-bridge"),
+    restoreAfterCorruption: () => restoreNewestBackup({ dbPath: paths.db, dir: paths.backups, log }),
+  };
+}
+
+function postgresBackend(options: BackendOptions): StateBackend {
+  const { persistence, log } = options;
+  if (options.databaseUrl === null) throw new Error("the postgres backend needs a database URL");
+  const connection: PostgresConnectionOptions = {
+    url: options.databaseUrl,
+    schema: persistence.postgres.schema,
+    connectTimeoutMs: persistence.postgres.connect_timeout_ms,
+  };
+  const store = new PostgresStateStore({
+    ...connection,
+    readPoolSize: persistence.postgres.read_pool_size,
+    codec: options.codec,
+    history: options.history,
+    log: log.child({ module: "store" }),
+    onCommit: options.onCommit,
+  });
+  return {
+    kind: "postgres",
+    store,
+    description: describePg(connection),
+    // The server's own backups (pg_dump, base backups, replicas) cover it.
+    backups: null,
+    lock: () => acquirePgLock({ ...connection, log: log.child({ module: "lock" }), onLost: options.onLockLost }),
+    restoreAfterCorruption: async () => null,
+  };
+}
