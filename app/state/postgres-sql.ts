@@ -5,8 +5,8 @@ import { type EncodedOp, lit } from "./stored-text.js";
  * trip per group commit, as in SQLite), with values inlined as literals.
  */
 
-/** Advisory lock key spaces (the two-int4 form): one for the bridge's hold on a schema, one for keys. */
-export const LOCK_SPACE = { holder: 0x77620001, key: 0x77620002 } as const;
+/** Advisory lock key spaces (the two-int4 form): the bridge's hold on a schema, keys within a commit, keys across a read-modify-write. */
+export const LOCK_SPACE = { holder: 0x77620001, key: 0x77620002, update: 0x77620003 } as const;
 
 /** Schema names are inlined as identifiers: plain lower-case names only. */
 export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -33,7 +33,35 @@ export function schemaSql(schema: string): string {
   );
   CREATE INDEX IF NOT EXISTS state_history_key ON ${schema}.state_history (key, id);
   CREATE INDEX IF NOT EXISTS state_store_expiry ON ${schema}.state_store (expires_at) WHERE expires_at IS NOT NULL;
-  CREATE TABLE IF NOT EXISTS ${schema}.state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);`;
+  CREATE TABLE IF NOT EXISTS ${schema}.state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+  -- The fencing token: bumped by each bridge that takes the hold; a commit carrying an
+  -- older one is refused, so a bridge that lost its hold cannot overwrite a newer value.
+  CREATE TABLE IF NOT EXISTS ${schema}.state_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT NOT NULL,
+    holder TEXT NOT NULL,
+    since BIGINT NOT NULL
+  );`;
+}
+
+/** SQLSTATE of a commit refused because its fencing token is stale. */
+export const FENCED_SQLSTATE = "WBL01";
+
+/** The channel other bridges LISTEN on for this schema's commits. */
+export function changeChannel(schema: string): string {
+  return `wb_${schema}`.slice(0, 63);
+}
+
+export interface BatchExtras {
+  /** Refuse the commit unless the lease is still at this epoch. */
+  fence: number | null;
+  /** Tell listeners of other bridges which keys changed (delivered on commit only). */
+  notify: { channel: string; instance: string } | null;
+}
+
+/** One notification payload per changed key; short fields keep it far below PostgreSQL's 8000 bytes. */
+export function changePayload(instance: string, op: Pick<EncodedOp, "key" | "transition" | "source" | "actor">, deleted: boolean): string {
+  return JSON.stringify({ i: instance, k: op.key, t: op.transition ?? null, d: deleted, s: op.source, a: op.actor });
 }
 
 /**
@@ -41,7 +69,13 @@ export function schemaSql(schema: string): string {
  * serialize writers of the same key across bridges (also for keys not yet stored, which
  * row locks cannot cover), so each history entry's `old` is the value it replaced.
  */
-export function batchSql(schema: string, ops: readonly EncodedOp[], now: number, withHistory: boolean): string {
+export function batchSql(
+  schema: string,
+  ops: readonly EncodedOp[],
+  now: number,
+  withHistory: boolean,
+  extras: BatchExtras = { fence: null, notify: null },
+): string {
   const last = new Map<string, EncodedOp>();
   for (const op of ops) last.set(op.key, op);
   const keys = [...last.keys()];
@@ -51,6 +85,13 @@ export function batchSql(schema: string, ops: readonly EncodedOp[], now: number,
     "BEGIN;",
     `SELECT pg_advisory_xact_lock(${LOCK_SPACE.key}, h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(ARRAY[${keys.map(lit).join(", ")}]::text[]) AS k ORDER BY h) AS locks;`,
   ];
+  if (extras.fence !== null) {
+    parts.push(
+      `DO $fence$ BEGIN IF (SELECT epoch FROM ${schema}.state_lease WHERE id = 1) IS DISTINCT FROM ${lit(extras.fence)} THEN
+         RAISE EXCEPTION 'the lease on schema ${schema} has moved to another bridge' USING ERRCODE = '${FENCED_SQLSTATE}';
+       END IF; END $fence$;`,
+    );
+  }
   if (withHistory) parts.push(historySql(schema, ops, now));
   if (upserts.length > 0) {
     const rows = upserts.map((op) => `(${lit(op.key)}, ${lit(op.text)}, ${now}, ${op.version}, ${lit(op.expiresAt)}::bigint)`);
@@ -61,6 +102,11 @@ export function batchSql(schema: string, ops: readonly EncodedOp[], now: number,
     );
   }
   if (deletes.length > 0) parts.push(`DELETE FROM ${schema}.state_store WHERE key IN (${deletes.map(lit).join(", ")});`);
+  const notify = extras.notify;
+  if (notify) {
+    const rows = [...last.values()].map((op) => `(${lit(changePayload(notify.instance, op, op.text === null))})`);
+    parts.push(`SELECT pg_notify(${lit(notify.channel)}, p) FROM (VALUES ${rows.join(", ")}) AS n(p);`);
+  }
   parts.push("COMMIT;");
   return parts.join("\n");
 }

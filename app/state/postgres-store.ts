@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
@@ -6,9 +7,10 @@ import { errorMessage } from "../shared/errors.js";
 import type { JsonObject } from "../shared/json.js";
 import { redactUrl } from "../shared/urls.js";
 import { plainCodec, type ValueCodec } from "./codec.js";
-import { batchSql, SCHEMA_NAME, schemaSql } from "./postgres-sql.js";
+import { batchSql, changeChannel, FENCED_SQLSTATE, LOCK_SPACE, SCHEMA_NAME, schemaSql } from "./postgres-sql.js";
 import {
   type CommitInfo,
+  type ExternalChange,
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
@@ -45,6 +47,8 @@ export interface PostgresStateStoreOptions extends PostgresConnectionOptions {
   log?: Logger;
   now?: () => number;
   onCommit?: (info: CommitInfo) => void;
+  /** A commit was refused because another bridge took the lease: this one must stop. */
+  onFenced?: (reason: string) => void;
 }
 
 type PendingWrite = { ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void };
@@ -104,6 +108,7 @@ const UNAVAILABLE_CODES = new Set([
 export function pgWriteFailure(err: unknown): WriteFailure {
   const code = (err as { code?: unknown } | null)?.code;
   if (code === "53100") return "full";
+  if (code === FENCED_SQLSTATE) return "unavailable";
   if (code === "25006") return "read_only";
   if (typeof code === "string" && (UNAVAILABLE_CODES.has(code) || code.startsWith("08"))) return "unavailable";
   const message = errorMessage(err);
@@ -133,6 +138,16 @@ export class PostgresStateStore implements StateStore {
   private readonly codec: ValueCodec;
   private readonly withHistory: boolean;
   private readonly now: () => number;
+  /** Tells this process's own notifications from other bridges'. */
+  private readonly instance = randomBytes(8).toString("hex");
+  private readonly channel: string;
+  private fence: number | null = null;
+  private readonly watchers = new Set<(change: ExternalChange) => void>();
+  private listener: pg.Client | null = null;
+  private listenRetry: NodeJS.Timeout | null = null;
+  private listening: Promise<void> = Promise.resolve();
+  /** Connections that hold a key's advisory lock for a read-modify-write; apart from reads, so holders can always read. */
+  private lockPool: pg.Pool | null = null;
 
   constructor(private readonly options: PostgresStateStoreOptions) {
     if (!SCHEMA_NAME.test(options.schema)) {
@@ -142,6 +157,15 @@ export class PostgresStateStore implements StateStore {
     this.codec = options.codec ?? plainCodec;
     this.withHistory = options.history ?? true;
     this.now = options.now ?? Date.now;
+    this.channel = changeChannel(options.schema);
+  }
+
+  /**
+   * The fencing token this bridge's commits carry (the lease epoch it took); null
+   * commits unfenced (a bridge without a pair).
+   */
+  setFence(epoch: number | null): void {
+    this.fence = epoch;
   }
 
   get description(): string {
@@ -173,10 +197,110 @@ export class PostgresStateStore implements StateStore {
     const pool = new pg.Pool({ ...pgClientConfig(this.options), max: this.options.readPoolSize ?? 4, idleTimeoutMillis: 30_000 });
     // An idle pooled connection that the server drops must not crash the process.
     pool.on("error", (err) => this.options.log?.warn({ err: errorMessage(err) }, "PostgreSQL read connection lost"));
+    const lockPool = new pg.Pool({ ...pgClientConfig(this.options), max: 8, idleTimeoutMillis: 30_000 });
+    lockPool.on("error", (err) => this.options.log?.warn({ err: errorMessage(err) }, "PostgreSQL lock connection lost"));
     this.pool = pool;
+    this.lockPool = lockPool;
     this.writer = writer;
     this.open = true;
     this.closing = false;
+    if (this.watchers.size > 0) {
+      this.listening = this.listen();
+      await this.listening;
+    }
+  }
+
+  /** Resolves once the latest attempt to LISTEN has finished (tests, and a caller that must not miss a change). */
+  whenListening(): Promise<void> {
+    return this.listening;
+  }
+
+  watch(listener: (change: ExternalChange) => void): () => void {
+    this.watchers.add(listener);
+    if (this.open && !this.listener) this.listening = this.listen();
+    return () => {
+      this.watchers.delete(listener);
+    };
+  }
+
+  async lockKey(key: string): Promise<() => Promise<void>> {
+    if (!this.open || !this.lockPool) throw new StoreClosedError("state store is not open");
+    const client = await this.lockPool.connect();
+    const lock = `${LOCK_SPACE.update}, hashtext($1)`;
+    try {
+      await client.query(`SELECT pg_advisory_lock(${lock})`, [key]);
+    } catch (err) {
+      client.release(err instanceof Error ? err : true);
+      throw new StoreWriteError(`cannot lock ${key} in ${this.description}: ${errorMessage(err)}`, {
+        cause: err,
+        failure: pgWriteFailure(err),
+      });
+    }
+    return async () => {
+      try {
+        await client.query(`SELECT pg_advisory_unlock(${lock})`, [key]);
+        client.release();
+      } catch (err) {
+        // A dropped connection has released the lock with it.
+        client.release(err instanceof Error ? err : true);
+      }
+    };
+  }
+
+  /** A LISTEN connection of its own; reconnects after a drop (changes made meanwhile are not replayed). */
+  private async listen(): Promise<void> {
+    if (this.listener || !this.open) return;
+    const client = new pg.Client(pgClientConfig(this.options));
+    this.listener = client;
+    client.on("notification", (msg) => this.dispatchNotification(msg.payload));
+    client.on("error", (err) => {
+      this.options.log?.warn({ err: errorMessage(err) }, "PostgreSQL change notifications lost; reconnecting");
+      if (this.listener === client) this.listener = null;
+      void client.end().catch(() => undefined);
+      this.retryListen();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`);
+    } catch (err) {
+      if (this.listener === client) this.listener = null;
+      await client.end().catch(() => undefined);
+      this.options.log?.warn({ err: errorMessage(err) }, "cannot listen for PostgreSQL change notifications; retrying");
+      this.retryListen();
+    }
+  }
+
+  private retryListen(): void {
+    if (!this.open || this.closing || this.listenRetry || this.watchers.size === 0) return;
+    this.listenRetry = setTimeout(() => {
+      this.listenRetry = null;
+      this.listening = this.listen();
+    }, 500);
+  }
+
+  private dispatchNotification(payload: string | undefined): void {
+    if (payload === undefined) return;
+    let parsed: { i?: unknown; k?: unknown; t?: unknown; d?: unknown; s?: unknown; a?: unknown };
+    try {
+      parsed = JSON.parse(payload) as typeof parsed;
+    } catch {
+      return;
+    }
+    if (parsed.i === this.instance || typeof parsed.k !== "string") return;
+    const change: ExternalChange = {
+      key: parsed.k,
+      transition: typeof parsed.t === "string" ? (parsed.t as Transition) : null,
+      deleted: parsed.d === true,
+      source: typeof parsed.s === "string" ? parsed.s : "unknown",
+      actor: typeof parsed.a === "string" ? parsed.a : null,
+    };
+    for (const watcher of this.watchers) {
+      try {
+        watcher(change);
+      } catch (err) {
+        this.options.log?.error({ key: change.key, err: errorMessage(err) }, "change watcher failed");
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -184,11 +308,16 @@ export class PostgresStateStore implements StateStore {
     this.closing = true;
     while (this.committing) await this.committing;
     this.open = false;
-    const writer = this.writer;
-    const pool = this.pool;
+    if (this.listenRetry) clearTimeout(this.listenRetry);
+    this.listenRetry = null;
+    const { writer, pool, lockPool, listener } = this;
     this.writer = null;
     this.pool = null;
+    this.lockPool = null;
+    this.listener = null;
     await writer?.end().catch(() => undefined);
+    await listener?.end().catch(() => undefined);
+    await lockPool?.end();
     await pool?.end();
   }
 
@@ -328,8 +457,9 @@ export class PostgresStateStore implements StateStore {
       : "";
     const rows = await this.read<{ key: string; value: string }>(
       `WITH gone AS (DELETE FROM ${this.schema}.state_store WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING key, value)${history}
-       SELECT key, value FROM gone ORDER BY key`,
-      [now],
+       SELECT key, value, pg_notify($2, json_build_object('i', $3::text, 'k', key, 't', 'expire', 'd', true, 's', 'ttl', 'a', NULL)::text)
+         FROM gone ORDER BY key`,
+      [now, this.channel, this.instance],
     );
     return rows.map((r) => {
       let old: JsonObject | null = null;
@@ -396,8 +526,14 @@ export class PostgresStateStore implements StateStore {
     if (!this.writer) this.writer = await this.connectWriter();
     const writer = this.writer;
     try {
-      await writer.query(batchSql(this.schema, ops, this.now(), this.withHistory));
+      await writer.query(
+        batchSql(this.schema, ops, this.now(), this.withHistory, {
+          fence: this.fence,
+          notify: { channel: this.channel, instance: this.instance },
+        }),
+      );
     } catch (err) {
+      if ((err as { code?: unknown }).code === FENCED_SQLSTATE) this.options.onFenced?.(errorMessage(err));
       if (pgWriteFailure(err) === "unavailable") {
         // The connection is unusable; whether COMMIT reached the server is unknown only
         // if it died during COMMIT, and then the client was never told "ok".

@@ -107,6 +107,26 @@ export interface StateStore {
   sweepExpired(now: number): Promise<Array<{ key: string; old: JsonObject | null }>>;
   /** How many live keys start with `prefix` (all when omitted); cheap, for health reports. */
   count?(prefix?: string): Promise<number>;
+  /**
+   * Changes committed by other processes sharing the same data (several bridges on one
+   * PostgreSQL schema), told after their commit. Stores that only one process uses have none.
+   */
+  watch?(listener: (change: ExternalChange) => void): () => void;
+  /**
+   * Holds `key` against read-modify-writes of other processes until the returned release
+   * is called (this process's own callers are already queued per key).
+   */
+  lockKey?(key: string): Promise<() => Promise<void>>;
+}
+
+/** A change another process committed: which key, and why; the value is read back from the store. */
+export interface ExternalChange {
+  key: string;
+  /** Null when the writer let the store derive it (create, update or delete). */
+  transition: Transition | null;
+  deleted: boolean;
+  source: string;
+  actor: string | null;
 }
 
 export class StateStoreError extends Error {

@@ -4,7 +4,7 @@ import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { failedStart, type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
-import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
+import { startTestBroker } from "../helpers/mqtt.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 

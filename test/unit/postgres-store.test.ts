@@ -1,5 +1,6 @@
-import { it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PostgresStateStore } from "../../app/state/postgres-store.js";
+import type { ExternalChange } from "../../app/state/store.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema } from "../helpers/postgres.js";
 import { describeStoreContract } from "./store-contract.js";
 
@@ -14,3 +15,67 @@ if (ready) {
 } else {
   it.skip("StateStore contract: postgres (PostgreSQL not reachable, see the printed reason)", () => undefined);
 }
+
+describe.runIf(ready)("PostgresStateStore across bridges (one schema, two stores)", () => {
+  it("tells the other store which keys changed, after commit, and never echoes its own", async () => {
+    const schema = uniqueSchema("watch");
+    const a = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+    const b = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+    await a.initialize();
+    await b.initialize();
+    try {
+      const seenByB: ExternalChange[] = [];
+      const seenByA: ExternalChange[] = [];
+      const arrived = new Promise<void>((resolve) => {
+        b.watch((change) => {
+          seenByB.push(change);
+          if (seenByB.length === 2) resolve();
+        });
+      });
+      a.watch((change) => seenByA.push(change));
+      await Promise.all([a.whenListening(), b.whenListening()]);
+      await a.write([
+        { key: "device:tv", value: { v: 1 }, meta: { transition: "update", source: "http", actor: "anna" } },
+        { key: "device:amp", value: null },
+      ]);
+      await arrived;
+      expect(seenByB).toEqual([
+        { key: "device:tv", transition: "update", deleted: false, source: "http", actor: "anna" },
+        { key: "device:amp", transition: null, deleted: true, source: "internal", actor: null },
+      ]);
+      expect(await b.get("device:tv")).toEqual({ v: 1 });
+      expect(seenByA).toEqual([]);
+    } finally {
+      await a.close();
+      await b.close();
+      await dropSchema(schema);
+    }
+  });
+
+  it("holds a key against a read-modify-write of another store until released", async () => {
+    const schema = uniqueSchema("lockkey");
+    const a = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+    const b = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+    await a.initialize();
+    await b.initialize();
+    try {
+      const order: string[] = [];
+      const releaseA = await a.lockKey("counter:n");
+      const bTakes = b.lockKey("counter:n").then((release) => {
+        order.push("b locked");
+        return release;
+      });
+      // b cannot have it while a holds it: a commits and releases first.
+      await a.set("counter:n", { n: 1 });
+      order.push("a wrote");
+      await releaseA();
+      const releaseB = await bTakes;
+      await releaseB();
+      expect(order).toEqual(["a wrote", "b locked"]);
+    } finally {
+      await a.close();
+      await b.close();
+      await dropSchema(schema);
+    }
+  });
+});
