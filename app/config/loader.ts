@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
 import { ConfigError, errorMessage } from "../shared/errors.js";
@@ -45,6 +45,8 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   const configDir = resolve(cwd, options.configDir ?? env.CONFIG_DIR ?? "config");
   const problems: string[] = [];
   const display = (file: string) => relative(cwd, file) || file;
+
+  await checkConfigDir(configDir, display(configDir));
 
   const systemFile = join(configDir, "system.json");
   const rawSystem = await readJson(systemFile, display(systemFile), problems, { optional: true });
@@ -281,6 +283,34 @@ function checkRoleControls(scenario: ScenarioDefinition, byId: ReadonlyMap<strin
     }
   }
   return problems;
+}
+
+/**
+ * A mistyped or unmounted CONFIG_DIR must not start the bridge on built-in defaults
+ * (no devices, a broker nobody configured): missing, not a directory, or holding neither
+ * system.json nor a device file is a configuration error naming the path.
+ */
+async function checkConfigDir(dir: string, shown: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw new ConfigError([`${shown}: configuration directory does not exist`]);
+    throw new ConfigError([`${shown}: cannot read configuration directory: ${errorMessage(err)}`]);
+  }
+  if (!isDir) throw new ConfigError([`${shown}: configuration directory is not a directory`]);
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw new ConfigError([`${shown}: cannot read configuration directory: ${errorMessage(err)}`]);
+  }
+  if (names.includes("system.json")) return;
+  const deviceFiles = names.includes("devices") ? await jsonFiles(join(dir, "devices"), [], (f) => f) : [];
+  if (deviceFiles.length === 0) {
+    throw new ConfigError([`${shown}: configuration directory is empty (no system.json and no devices/*.json)`]);
+  }
 }
 
 async function jsonFiles(dir: string, problems: string[], display: (f: string) => string): Promise<string[]> {

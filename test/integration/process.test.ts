@@ -109,6 +109,12 @@ describe("the real process", () => {
     expect(badDriver.stderr).toMatch(/driver\/config\/devices\/amp\.json: driver: unknown driver "teleporter"/);
   });
 
+  it("exits 2 naming the path when CONFIG_DIR does not exist, instead of starting on defaults", async () => {
+    const result = await runToExit({ ...env, CONFIG_DIR: join(dir.path, "typo-config") });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/typo-config: configuration directory does not exist/);
+  });
+
   it("exits 1 with a clear message when the database cannot be opened", async () => {
     const result = await runToExit({ ...env, STATE_PATH: "/proc/version/state.db" });
     expect(result.code).toBe(1);
