@@ -53,9 +53,15 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   const system = parse(systemConfigSchema, rawSystem ?? {}, display(systemFile), problems);
 
   const devices: DeviceDefinition[] = [];
+  // Ids of device files that failed validation: scenarios naming them get no follow-on "unknown device".
+  const invalidDeviceIds = new Set<string>();
   for (const [file, raw] of await readJsonFiles(join(configDir, "devices"), problems, display)) {
     const device = parse(deviceConfigSchema, raw, display(file), problems);
     if (device) devices.push({ ...device, file: display(file) });
+    else {
+      const id = readableDeviceId(raw);
+      if (id !== undefined) invalidDeviceIds.add(id);
+    }
   }
 
   const scenarios: ScenarioDefinition[] = [];
@@ -66,7 +72,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
 
   problems.push(...checkUniqueIds(devices, "device_id", (d) => d.device_id));
   problems.push(...checkUniqueIds(scenarios, "scenario_id", (s) => s.scenario_id));
-  problems.push(...checkScenarioReferences(scenarios, devices));
+  problems.push(...checkScenarioReferences(scenarios, devices, invalidDeviceIds));
 
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
   const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;
@@ -210,7 +216,17 @@ function checkUniqueIds<T extends { file: string }>(items: T[], field: string, i
  * What the scenario schema cannot see on its own: the devices and their commands.
  * Problems name the file and the step, e.g. `movie.json: startup[1].action: ...`.
  */
-function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: DeviceDefinition[]): string[] {
+function readableDeviceId(raw: unknown): string | undefined {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  const id = (raw as Record<string, unknown>).device_id;
+  return typeof id === "string" ? id : undefined;
+}
+
+function checkScenarioReferences(
+  scenarios: ScenarioDefinition[],
+  devices: DeviceDefinition[],
+  invalidDeviceIds: ReadonlySet<string>,
+): string[] {
   const byId = new Map(devices.map((d) => [d.device_id, d]));
   const problems: string[] = [];
   for (const device of devices) {
@@ -221,7 +237,7 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
   for (const scenario of scenarios) {
     const where = scenario.file;
     scenario.devices.forEach((id, i) => {
-      if (!byId.has(id)) problems.push(`${where}: devices[${i}]: unknown device "${id}"`);
+      if (!byId.has(id) && !invalidDeviceIds.has(id)) problems.push(`${where}: devices[${i}]: unknown device "${id}"`);
     });
     for (const [role, id] of Object.entries(scenario.roles)) {
       if (!scenario.devices.includes(id)) {
@@ -230,7 +246,11 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
     }
     problems.push(...checkRoleControls(scenario, byId));
     for (const list of ["startup", "shutdown"] as const) {
-      for (const [i, step] of scenario[list].entries()) problems.push(...checkStep(scenario, list, i, step, byId));
+      for (const [i, step] of scenario[list].entries()) {
+        // The device's own file already reported why it is invalid; its commands cannot be checked.
+        if (!byId.has(step.device) && invalidDeviceIds.has(step.device)) continue;
+        problems.push(...checkStep(scenario, list, i, step, byId));
+      }
     }
   }
   return problems;
