@@ -32,6 +32,11 @@ export interface LoadConfigOptions {
   configDir?: string;
   env?: Env;
   cwd?: string;
+  /**
+   * The drivers' checks of the valid device files (their `config`, payload templates).
+   * Run here so their problems are listed with the schema and scenario ones in one run.
+   */
+  checkDevices?: (devices: readonly DeviceDefinition[]) => string[];
 }
 
 /**
@@ -73,6 +78,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   problems.push(...checkUniqueIds(devices, "device_id", (d) => d.device_id));
   problems.push(...checkUniqueIds(scenarios, "scenario_id", (s) => s.scenario_id));
   problems.push(...checkScenarioReferences(scenarios, devices, invalidDeviceIds));
+  if (options.checkDevices) problems.push(...options.checkDevices(devices));
 
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
   const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;

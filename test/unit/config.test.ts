@@ -209,6 +209,23 @@ describe("driver config validation", () => {
     ]);
   });
 
+  it("lists the drivers' problems with the schema and scenario ones in one run", async () => {
+    const dir = await tempDir();
+    const configDir = await writeConfigDir(dir.path, {
+      devices: [simulatedDevice("tv", { commands: { fly: { params: [] } } })],
+      scenarios: [{ scenario_id: "movie", name: "Movie", devices: ["nobody"], startup: [] }],
+    });
+    const registry = new DriverRegistry([simulatedDriverFactory]);
+    const problems = await problemsOf(
+      loadConfig({ configDir, env: {}, cwd: dir.path, checkDevices: (devices) => registry.validate(devices, createLogger("silent")) }),
+    );
+    await dir.remove();
+    expect(problems).toEqual([
+      'config/scenarios/movie.json: devices[0]: unknown device "nobody"',
+      expect.stringMatching(/^config\/devices\/tv\.json: commands\.fly: the simulated driver has no command "fly"/),
+    ]);
+  });
+
   it("names file and field for driver-specific problems", () => {
     const registry = new DriverRegistry([simulatedDriverFactory]);
     const device = {
