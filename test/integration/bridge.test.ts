@@ -287,7 +287,11 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
     await seed.close();
     const before = await readRows(dbPath, "SELECT key, value, version, updated_at FROM state_store ORDER BY key");
 
+    const observer = await peer();
+    await observer.subscribe("/devices/amp/controls/#");
     const { app } = await start();
+    await observer.publish("/devices/amp/controls/volume/on", "7");
+    await observer.waitFor("/devices/amp/controls/volume/meta/error", (m) => m.payload !== "");
     for (const id of ["tv", "amp"]) {
       const res = await app.inject({ method: "POST", url: `/devices/${id}/action`, payload: { action: "volume", params: { level: 5 } } });
       expect(res.statusCode).toBe(409);
