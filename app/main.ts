@@ -1,5 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { type AppConfig, loadConfig } from "./config/loader.js";
+import { DriverRegistry } from "./devices/driver.js";
+import { builtinDrivers } from "./lifespan.js";
 import { embeddedBrokerPort } from "./mqtt/broker.js";
 import { createLogger } from "./observability/logger.js";
 import { buildApp } from "./server.js";
@@ -15,7 +17,9 @@ async function main(): Promise<void> {
   let config: AppConfig;
   let app: FastifyInstance;
   try {
-    config = await loadConfig();
+    const drivers = new DriverRegistry(builtinDrivers);
+    const startLog = createLogger("silent");
+    config = await loadConfig({ checkDevices: (devices) => drivers.validate(devices, startLog) });
     app = await buildApp(config, { logger: createLogger(config.system.logging.level) });
   } catch (err) {
     process.stderr.write(`wb-bridge: ${err instanceof ConfigError ? err.message : errorMessage(err)}\n`);

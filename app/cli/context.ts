@@ -124,6 +124,8 @@ export async function withState<T>(
       busyTimeoutMs: persistence.busy_timeout_ms,
       codec,
       history: true,
+      // Read commands must never write: no schema upgrade, and they hold no lock.
+      readOnly: access === "read",
       log: ctx.log.child({ module: "store" }),
     });
     await store.initialize();

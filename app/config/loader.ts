@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { z } from "zod";
 import { ConfigError, errorMessage } from "../shared/errors.js";
@@ -34,6 +34,11 @@ export interface LoadConfigOptions {
   configDir?: string;
   env?: Env;
   cwd?: string;
+  /**
+   * The drivers' checks of the valid device files (their `config`, payload templates).
+   * Run here so their problems are listed with the schema and scenario ones in one run.
+   */
+  checkDevices?: (devices: readonly DeviceDefinition[]) => string[];
 }
 
 /**
@@ -48,14 +53,22 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   const problems: string[] = [];
   const display = (file: string) => relative(cwd, file) || file;
 
+  await checkConfigDir(configDir, display(configDir));
+
   const systemFile = join(configDir, "system.json");
   const rawSystem = await readJson(systemFile, display(systemFile), problems, { optional: true });
   const system = parse(systemConfigSchema, rawSystem ?? {}, display(systemFile), problems);
 
   const devices: DeviceDefinition[] = [];
+  // Ids of device files that failed validation: scenarios naming them get no follow-on "unknown device".
+  const invalidDeviceIds = new Set<string>();
   for (const [file, raw] of await readJsonFiles(join(configDir, "devices"), problems, display)) {
     const device = parse(deviceConfigSchema, raw, display(file), problems);
     if (device) devices.push({ ...device, file: display(file) });
+    else {
+      const id = readableDeviceId(raw);
+      if (id !== undefined) invalidDeviceIds.add(id);
+    }
   }
 
   const scenarios: ScenarioDefinition[] = [];
@@ -66,7 +79,8 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
 
   problems.push(...checkUniqueIds(devices, "device_id", (d) => d.device_id));
   problems.push(...checkUniqueIds(scenarios, "scenario_id", (s) => s.scenario_id));
-  problems.push(...checkScenarioReferences(scenarios, devices));
+  problems.push(...checkScenarioReferences(scenarios, devices, invalidDeviceIds));
+  if (options.checkDevices) problems.push(...options.checkDevices(devices));
 
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
   const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;
@@ -231,7 +245,17 @@ function checkUniqueIds<T extends { file: string }>(items: T[], field: string, i
  * What the scenario schema cannot see on its own: the devices and their commands.
  * Problems name the file and the step, e.g. `movie.json: startup[1].action: ...`.
  */
-function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: DeviceDefinition[]): string[] {
+function readableDeviceId(raw: unknown): string | undefined {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  const id = (raw as Record<string, unknown>).device_id;
+  return typeof id === "string" ? id : undefined;
+}
+
+function checkScenarioReferences(
+  scenarios: ScenarioDefinition[],
+  devices: DeviceDefinition[],
+  invalidDeviceIds: ReadonlySet<string>,
+): string[] {
   const byId = new Map(devices.map((d) => [d.device_id, d]));
   const problems: string[] = [];
   for (const device of devices) {
@@ -242,7 +266,7 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
   for (const scenario of scenarios) {
     const where = scenario.file;
     scenario.devices.forEach((id, i) => {
-      if (!byId.has(id)) problems.push(`${where}: devices[${i}]: unknown device "${id}"`);
+      if (!byId.has(id) && !invalidDeviceIds.has(id)) problems.push(`${where}: devices[${i}]: unknown device "${id}"`);
     });
     for (const [role, id] of Object.entries(scenario.roles)) {
       if (!scenario.devices.includes(id)) {
@@ -251,7 +275,11 @@ function checkScenarioReferences(scenarios: ScenarioDefinition[], devices: Devic
     }
     problems.push(...checkRoleControls(scenario, byId));
     for (const list of ["startup", "shutdown"] as const) {
-      for (const [i, step] of scenario[list].entries()) problems.push(...checkStep(scenario, list, i, step, byId));
+      for (const [i, step] of scenario[list].entries()) {
+        // The device's own file already reported why it is invalid; its commands cannot be checked.
+        if (!byId.has(step.device) && invalidDeviceIds.has(step.device)) continue;
+        problems.push(...checkStep(scenario, list, i, step, byId));
+      }
     }
   }
   return problems;
@@ -304,6 +332,34 @@ function checkRoleControls(scenario: ScenarioDefinition, byId: ReadonlyMap<strin
     }
   }
   return problems;
+}
+
+/**
+ * A mistyped or unmounted CONFIG_DIR must not start the bridge on built-in defaults
+ * (no devices, a broker nobody configured): missing, not a directory, or holding neither
+ * system.json nor a device file is a configuration error naming the path.
+ */
+async function checkConfigDir(dir: string, shown: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw new ConfigError([`${shown}: configuration directory does not exist`]);
+    throw new ConfigError([`${shown}: cannot read configuration directory: ${errorMessage(err)}`]);
+  }
+  if (!isDir) throw new ConfigError([`${shown}: configuration directory is not a directory`]);
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw new ConfigError([`${shown}: cannot read configuration directory: ${errorMessage(err)}`]);
+  }
+  if (names.includes("system.json")) return;
+  const deviceFiles = names.includes("devices") ? await jsonFiles(join(dir, "devices"), [], (f) => f) : [];
+  if (deviceFiles.length === 0) {
+    throw new ConfigError([`${shown}: configuration directory is empty (no system.json and no devices/*.json)`]);
+  }
 }
 
 async function jsonFiles(dir: string, problems: string[], display: (f: string) => string): Promise<string[]> {

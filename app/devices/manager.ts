@@ -5,7 +5,7 @@ import type { DeviceDefinition, ParamSpec } from "../config/device.js";
 import { paramsSchema } from "../config/params.js";
 import type { ParamValues } from "../config/scenario.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
-import { AppError, BadRequestError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
+import { AppError, BadRequestError, ConflictError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import type { EventSink } from "../shared/event-bus.js";
 import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
@@ -58,6 +58,8 @@ interface ManagedDevice {
   state: JsonObject;
   updatedAt: number | null;
   reachable: boolean;
+  /** The stored row was written by a newer bridge: actions are refused rather than overwrite it. */
+  storedByNewer: boolean;
 }
 
 export class DeviceNotFoundError extends NotFoundError {
@@ -122,6 +124,7 @@ export class DeviceManager {
         state: restored?.state ?? driver.defaultState(),
         updatedAt: restored?.updatedAt ?? null,
         reachable: true,
+        storedByNewer: storedByNewer(stored.get(key), driver),
       });
     }
     for (const [id, device] of this.devices) {
@@ -230,6 +233,13 @@ export class DeviceManager {
     return this.queue.run(id, async () => {
       let result: DeviceStateView;
       try {
+        // Checked before the driver acts: the hardware must not change when the state cannot be kept.
+        if (device.storedByNewer) {
+          throw new ConflictError(
+            "state_version_unsupported",
+            `the stored state of ${id} was written by a newer version of the bridge; actions are refused so it is not overwritten (upgrade the bridge, or delete device:${id} to start from defaults)`,
+          );
+        }
         const change = await device.driver.handleAction(action, parsed.data, device.state);
         result = await this.commit(id, device, change, source, action);
       } catch (err) {
@@ -290,6 +300,7 @@ export class DeviceManager {
       }
       device.state = state?.success ? state.data : device.driver.defaultState();
       device.updatedAt = Date.now();
+      device.storedByNewer = false;
       this.log.info({ device: id }, "device state restored from a recovery point or backup");
       this.deps.bus.emit("device.state", {
         deviceId: id,
@@ -391,6 +402,11 @@ export class DeviceManager {
     if (!device) throw new DeviceNotFoundError(id);
     return device;
   }
+}
+
+function storedByNewer(stored: ReadResult<DeviceRecord> | undefined, driver: DeviceDriver): boolean {
+  if (stored?.status === "invalid") return stored.newer === true;
+  return stored?.status === "ok" && stored.value.version > driver.stateVersion;
 }
 
 function view(id: string, device: ManagedDevice): DeviceStateView {

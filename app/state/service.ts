@@ -17,7 +17,11 @@ import {
 } from "./store.js";
 
 /** Outcome of reading a key against a schema: a bad stored value is reported, never thrown. */
-export type ReadResult<T> = { status: "missing" } | { status: "ok"; value: T; updatedAt?: number } | { status: "invalid"; reason: string };
+export type ReadResult<T> =
+  | { status: "missing" }
+  | { status: "ok"; value: T; updatedAt?: number }
+  /** `newer`: stored at a schema version above the one this bridge knows. */
+  | { status: "invalid"; reason: string; newer?: true };
 
 export interface ChangeOptions {
   source: string;
@@ -181,7 +185,7 @@ export class StateService {
     }
     if (entry === null) return { status: "missing" };
     const migrated = await this.migrated(entry);
-    if (migrated === null) return { status: "invalid", reason: `${key} has a newer schema version than this bridge knows` };
+    if (migrated === null) return { status: "invalid", reason: `${key} has a newer schema version than this bridge knows`, newer: true };
     return this.check(key, migrated.value, schema, migrated.updatedAt);
   }
 
@@ -200,7 +204,7 @@ export class StateService {
       results.set(
         entry.key,
         migrated === null
-          ? { status: "invalid", reason: "newer schema version" }
+          ? { status: "invalid", reason: "newer schema version", newer: true }
           : this.check(entry.key, migrated.value, schema, migrated.updatedAt),
       );
     }
@@ -221,6 +225,14 @@ export class StateService {
     assertValidKey(key);
     await this.locks.run(key, async () => {
       const current = this.lastWritten(key) ?? (await this.store.getEntry(key));
+      // Our value would replace one whose fields we do not know, stamped with our older version.
+      const known = this.namespaces.get(namespaceOf(key))?.version ?? 1;
+      if (current && this.namespaces.has(namespaceOf(key)) && current.version > known) {
+        throw new ConflictError(
+          "state_version_unsupported",
+          `${key}: the stored state was written by a newer version of the bridge (schema version ${current.version}, this one knows ${known}); refused so it is not overwritten`,
+        );
+      }
       const entry = await this.commit(key, current, parsed.data, options, schema);
       this.written.set(key, entry);
     });

@@ -31,8 +31,13 @@ export function writeFailureOf(err: unknown): WriteFailure {
 export class SqliteConnection {
   private constructor(private readonly db: sqlite3.Database) {}
 
-  static open(path: string, mode: "readwrite-create" | "readwrite"): Promise<SqliteConnection> {
-    const flags = mode === "readwrite-create" ? sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE : sqlite3.OPEN_READWRITE;
+  static open(path: string, mode: "readwrite-create" | "readwrite" | "readonly"): Promise<SqliteConnection> {
+    const flags =
+      mode === "readonly"
+        ? sqlite3.OPEN_READONLY
+        : mode === "readwrite-create"
+          ? sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE
+          : sqlite3.OPEN_READWRITE;
     return new Promise((resolve, reject) => {
       const db = new sqlite3.Database(path, flags, (err) => {
         if (err) reject(err);

@@ -35,6 +35,11 @@ export interface SQLiteStateStoreOptions {
   busyTimeoutMs?: number;
   /** How values are kept at rest (default: plain JSON text). */
   codec?: ValueCodec;
+  /**
+   * Open with SQLITE_OPEN_READONLY, for commands that only read: no schema upgrade, no
+   * pragma or marker writes; an older schema that cannot be read as it is is refused.
+   */
+  readOnly?: boolean;
   /** Keep a history entry for every change, in the same transaction (default true). */
   history?: boolean;
   log?: Logger;
@@ -110,8 +115,9 @@ export class SQLiteStateStore implements StateStore {
   }
 
   async initialize(): Promise<void> {
-    if (this.writer) return;
+    if (this.writer || this.reader) return;
     const path = this.options.path;
+    if (this.options.readOnly) return this.initializeReadOnly(path);
     await this.prepareDirectory(path);
     await this.refuseHollowStart(path);
 
@@ -162,7 +168,58 @@ export class SQLiteStateStore implements StateStore {
     this.closing = false;
   }
 
+  private async initializeReadOnly(path: string): Promise<void> {
+    let reader: SqliteConnection;
+    try {
+      reader = await SqliteConnection.open(path, "readonly");
+    } catch (err) {
+      throw new StoreOpenError(`cannot open state database ${path} read-only: ${errorMessage(err)}`, { cause: err });
+    }
+    try {
+      reader.setBusyTimeout(this.busyTimeoutMs);
+      const tables = new Set(
+        (await reader.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")).map((t) => t.name),
+      );
+      const columns = new Set((await reader.all<{ name: string }>("PRAGMA table_info(state_store)")).map((c) => c.name));
+      const missing = [
+        ...["state_store", "state_history", "state_meta"].filter((t) => !tables.has(t)),
+        ...ADDED_COLUMNS.map(([column]) => column).filter((c) => tables.has("state_store") && !columns.has(c)),
+      ];
+      if (missing.length > 0) {
+        throw new StoreOpenError(
+          `state database ${path} has an older schema (missing ${missing.join(", ")}); a read command does not upgrade it: start the bridge or run a command that changes the database (e.g. migrate), with the bridge stopped`,
+        );
+      }
+      const marker = await reader.get<{ value: string }>("SELECT value FROM state_meta WHERE name = ?", [ENCRYPTION_MARKER]);
+      if (marker && !this.codec.encrypted) {
+        throw new StoreOpenError(
+          `state database ${path} is encrypted; configure its key (STATE_ENCRYPTION_KEY or persistence.encryption.key_file)`,
+        );
+      }
+      if (marker) {
+        try {
+          this.codec.decode(marker.value);
+        } catch {
+          throw new StoreOpenError(`state database ${path} cannot be decrypted with the configured key(s); nothing was changed`);
+        }
+      }
+    } catch (err) {
+      await reader.close().catch((closeErr: unknown) => this.options.log?.warn({ err: closeErr }, "close failed"));
+      if (err instanceof StoreOpenError) throw err;
+      throw new StoreOpenError(`cannot read state database ${path}: ${errorMessage(err)}`, { cause: err });
+    }
+    this.reader = reader;
+    this.closing = false;
+  }
+
   async close(): Promise<void> {
+    if (!this.writer && this.reader) {
+      // Read-only: nothing to flush or checkpoint.
+      const reader = this.reader;
+      this.reader = null;
+      await reader.close();
+      return;
+    }
     if (!this.writer) return;
     this.closing = true;
     while (this.committing) await this.committing;

@@ -19,3 +19,15 @@ export async function readStoredValue(path: string, key: string): Promise<unknow
   const row = rows[0];
   return row ? JSON.parse(String(row.value)) : null;
 }
+
+/** Creates (or opens) the file and runs `sql` on it: for databases laid out as an older bridge left them. */
+export async function execSql(path: string, sql: string): Promise<void> {
+  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
+    const d = new sqlite3.Database(path, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE, (err) => (err ? reject(err) : resolve(d)));
+  });
+  try {
+    await new Promise<void>((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
+  } finally {
+    await new Promise<void>((resolve) => db.close(() => resolve()));
+  }
+}

@@ -274,6 +274,35 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
     expect(logs.join("\n")).not.toContain("MARKER");
   });
 
+  it("refuses actions with 409 on a device whose stored state a newer bridge wrote, leaving the row as it was", async () => {
+    const seed = new SQLiteStateStore({ path: dbPath });
+    await seed.initialize();
+    // Row schema newer than the device namespace knows, and record version newer than the driver's.
+    const rowNewer = { driver: "simulated", version: 1, state: { power: true, volume: 33, ambilight: "warm" } };
+    const recordNewer = { driver: "simulated", version: 2, state: { power: true, volume: 44, eq: { bass: 3 } } };
+    await seed.write([
+      { key: "device:tv", value: rowNewer, version: 2 },
+      { key: "device:amp", value: recordNewer },
+    ]);
+    await seed.close();
+    const before = await readRows(dbPath, "SELECT key, value, version, updated_at FROM state_store ORDER BY key");
+
+    const observer = await peer();
+    await observer.subscribe("/devices/amp/controls/#");
+    const { app } = await start();
+    await observer.publish("/devices/amp/controls/volume/on", "7");
+    await observer.waitFor("/devices/amp/controls/volume/meta/error", (m) => m.payload !== "");
+    for (const id of ["tv", "amp"]) {
+      const res = await app.inject({ method: "POST", url: `/devices/${id}/action`, payload: { action: "volume", params: { level: 5 } } });
+      expect(res.statusCode).toBe(409);
+      expect(res.json().error).toMatchObject({
+        code: "state_version_unsupported",
+        message: expect.stringMatching(/written by a newer version of the bridge/),
+      });
+    }
+    expect(await readRows(dbPath, "SELECT key, value, version, updated_at FROM state_store ORDER BY key")).toEqual(before);
+  });
+
   it("republishes everything and resubscribes after the broker restarts without persistence", async () => {
     const { app } = await start();
     await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 71 } } });

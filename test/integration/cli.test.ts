@@ -1,14 +1,14 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generateFernetKey } from "../../app/state/fernet.js";
 import { lockHolder } from "../../app/state/lock.js";
 import { tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { spawnLockHolder, stopLockHolder } from "../helpers/lock-holder.js";
-import { readRows } from "../helpers/sqlite.js";
+import { execSql, readRows } from "../helpers/sqlite.js";
 
 const repoRoot = join(import.meta.dirname, "../..");
 
@@ -99,6 +99,22 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
 
   afterEach(async () => {
     await dir.remove();
+  });
+
+  it("a read command on an old-schema database changes nothing: no ALTER TABLE, no new tables, no lock", async () => {
+    await mkdir(join(dir.path, "data"), { recursive: true });
+    await execSql(
+      db,
+      `CREATE TABLE state_store (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
+       INSERT INTO state_store VALUES ('appliance:tv', '{"power":true}', 1);`,
+    );
+    const before = await sha256(db);
+    const result = await run(["state", "list"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^wb-bridge: .*state\.db has an older schema .*a read command does not upgrade it/);
+    expect(await sha256(db)).toBe(before);
+    expect(await readdir(join(dir.path, "data"))).toEqual(["state.db"]);
+    expect((await readRows(db, "PRAGMA table_info(state_store)")).map((c) => c.name)).toEqual(["key", "value", "updated_at"]);
   });
 
   it("state set/get/list --filter/delete/history round trip, written with source cli", async () => {

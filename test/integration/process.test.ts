@@ -109,6 +109,23 @@ describe("the real process", () => {
     expect(badDriver.stderr).toMatch(/driver\/config\/devices\/amp\.json: driver: unknown driver "teleporter"/);
   });
 
+  it("lists driver problems and scenario problems together in one run", async () => {
+    const configDir = await writeConfigDir(join(dir.path, "both"), {
+      devices: [simulatedDevice("tv", { commands: { fly: { params: [] } } })],
+      scenarios: [{ scenario_id: "movie", name: "Movie", devices: ["nobody"], startup: [] }],
+    });
+    const result = await runToExit({ ...env, CONFIG_DIR: configDir });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/both\/config\/devices\/tv\.json: commands\.fly: the simulated driver has no command "fly"/);
+    expect(result.stderr).toMatch(/both\/config\/scenarios\/movie\.json: devices\[0\]: unknown device "nobody"/);
+  });
+
+  it("exits 2 naming the path when CONFIG_DIR does not exist, instead of starting on defaults", async () => {
+    const result = await runToExit({ ...env, CONFIG_DIR: join(dir.path, "typo-config") });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/typo-config: configuration directory does not exist/);
+  });
+
   it("exits 1 with a clear message when the database cannot be opened", async () => {
     const result = await runToExit({ ...env, STATE_PATH: "/proc/version/state.db" });
     expect(result.code).toBe(1);

@@ -27,6 +27,25 @@ describe("loadConfig", () => {
     await dir.remove();
   });
 
+  it("refuses a missing, non-directory or empty configuration directory, naming the path", async () => {
+    const missing = join(dir.path, "no-such-config");
+    expect(await problemsOf(loadConfig({ configDir: missing, env: {}, cwd: dir.path }))).toEqual([
+      "no-such-config: configuration directory does not exist",
+    ]);
+    await writeFile(join(dir.path, "a-file"), "{}");
+    expect(await problemsOf(loadConfig({ configDir: join(dir.path, "a-file"), env: {}, cwd: dir.path }))).toEqual([
+      "a-file: configuration directory is not a directory",
+    ]);
+    await mkdir(join(dir.path, "empty", "devices"), { recursive: true });
+    expect(await problemsOf(loadConfig({ configDir: join(dir.path, "empty"), env: {}, cwd: dir.path }))).toEqual([
+      "empty: configuration directory is empty (no system.json and no devices/*.json)",
+    ]);
+    // A system.json alone is a deliberate configuration (a bridge with no devices yet).
+    await writeFile(join(dir.path, "empty", "system.json"), "{}");
+    const config = await loadConfig({ configDir: join(dir.path, "empty"), env: {}, cwd: dir.path });
+    expect(config.devices).toEqual([]);
+  });
+
   it("applies defaults: data/state_store.db under the working directory, full sync, loopback HTTP", async () => {
     const configDir = await writeConfigDir(dir.path, { devices: [simulatedDevice("tv")] });
     const config = await loadConfig({ configDir, env: {}, cwd: dir.path });
@@ -66,7 +85,7 @@ describe("loadConfig", () => {
   });
 
   it("names the environment variable when an override is invalid", async () => {
-    const configDir = await writeConfigDir(dir.path, {});
+    const configDir = await writeConfigDir(dir.path, { system: {} });
     const problems = await problemsOf(
       loadConfig({
         configDir,
@@ -156,6 +175,7 @@ describe("loadConfig", () => {
   it("treats missing devices/ and scenarios/ directories as empty", async () => {
     const configDir = join(dir.path, "bare");
     await mkdir(configDir);
+    await writeFile(join(configDir, "system.json"), "{}");
     const config = await loadConfig({ configDir, env: {}, cwd: dir.path });
     expect(config.devices).toEqual([]);
     expect(config.scenarios).toEqual([]);
@@ -186,6 +206,23 @@ describe("driver config validation", () => {
     await dir.remove();
     expect(new DriverRegistry([simulatedDriverFactory]).validate(config.devices, createLogger("silent"))).toEqual([
       'config/devices/tv.json: controls.warp: no state field or command named "warp"',
+    ]);
+  });
+
+  it("lists the drivers' problems with the schema and scenario ones in one run", async () => {
+    const dir = await tempDir();
+    const configDir = await writeConfigDir(dir.path, {
+      devices: [simulatedDevice("tv", { commands: { fly: { params: [] } } })],
+      scenarios: [{ scenario_id: "movie", name: "Movie", devices: ["nobody"], startup: [] }],
+    });
+    const registry = new DriverRegistry([simulatedDriverFactory]);
+    const problems = await problemsOf(
+      loadConfig({ configDir, env: {}, cwd: dir.path, checkDevices: (devices) => registry.validate(devices, createLogger("silent")) }),
+    );
+    await dir.remove();
+    expect(problems).toEqual([
+      'config/scenarios/movie.json: devices[0]: unknown device "nobody"',
+      expect.stringMatching(/^config\/devices\/tv\.json: commands\.fly: the simulated driver has no command "fly"/),
     ]);
   });
 

@@ -129,4 +129,22 @@ describe("scenario config", () => {
       `config/devices/scenarios.json: device_id: "scenarios" is reserved for the scenario system's WB device`,
     ]);
   });
+
+  it("reports an invalid device file once, without follow-on unknown-device errors in scenarios", async () => {
+    const broken = simulatedDevice("amp", { commands: { power: { params: [{ name: "on", type: "bool" }] } } });
+    const found = await problems(
+      {
+        devices: ["tv", "amp"],
+        startup: [
+          { device: "amp", action: "power_on" },
+          { device: "tv", action: "warp" },
+        ],
+      },
+      [simulatedDevice("tv"), broken],
+    );
+    expect(found).toEqual([
+      expect.stringMatching(/^config\/devices\/amp\.json: commands\.power\.params\[0\]\.type: /),
+      expect.stringMatching(new RegExp(`^${file}: startup\\[1\\]\\.action: device "tv" has no command "warp"`)),
+    ]);
+  });
 });

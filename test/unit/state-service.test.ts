@@ -390,7 +390,7 @@ describe("StateService over a real SQLite store", () => {
       expect(Object.fromEntries(all)).toEqual({
         "profile:a": { status: "ok", value: { full_name: "Anna", tags: ["migrated"] }, updatedAt: t },
         "profile:b": { status: "ok", value: { full_name: "Bob", tags: [] }, updatedAt: t },
-        "profile:c": { status: "invalid", reason: "newer schema version" },
+        "profile:c": { status: "invalid", reason: "newer schema version", newer: true },
         "profile:d": { status: "invalid", reason: expect.stringContaining("full_name") },
       });
       expect(await readRows(path, "SELECT key, version FROM state_store ORDER BY key")).toEqual([
