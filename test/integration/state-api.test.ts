@@ -386,6 +386,34 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(all.items.map((e) => e.key)).toEqual(["user:a", "user:b", "user:c"]);
       expect((await app.inject({ url: "/state?filter=nopath" })).statusCode).toBe(400);
     });
+
+    it("next_cursor is opaque (base64url of the last key); a raw key or a damaged cursor is 400 invalid_cursor", async () => {
+      const { app } = await start();
+      for (const id of ["a", "b", "c"]) await put(app, `user:${id}`, { n: 1 });
+      const first = (await app.inject({ url: "/state?prefix=user:&limit=1" })).json() as {
+        items: Array<{ key: string }>;
+        next_cursor: string;
+      };
+      expect(first.items.map((e) => e.key)).toEqual(["user:a"]);
+      expect(first.next_cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+      expect(Buffer.from(first.next_cursor, "base64url").toString("utf8")).toBe("user:a");
+      const second = await app.inject({ url: `/state?prefix=user:&limit=1&cursor=${first.next_cursor}` });
+      expect((second.json() as { items: Array<{ key: string }> }).items.map((e) => e.key)).toEqual(["user:b"]);
+
+      const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64url");
+      for (const cursor of [
+        "user:a", // the raw key, as an earlier README described the cursor
+        first.next_cursor.slice(0, -2), // truncated
+        `${first.next_cursor}=`, // padding this bridge never emits
+        `${first.next_cursor}!`,
+        b64("not a key"),
+        Buffer.from([0xff, 0xfe, 0x3a]).toString("base64url"), // not UTF-8
+      ]) {
+        const res = await app.inject({ url: `/state?prefix=user:&limit=1&cursor=${encodeURIComponent(cursor)}` });
+        expect(res.statusCode, cursor).toBe(400);
+        expect(res.json()).toEqual({ error: { code: "invalid_cursor", message: expect.stringContaining("next_cursor") } });
+      }
+    });
   });
 
   describe("transitions", () => {
