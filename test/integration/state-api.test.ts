@@ -440,6 +440,23 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect((await app.inject({ url: "/state?filter=nopath" })).statusCode).toBe(400);
     });
 
+    it("request logs show the path and query keys, never query values (filters, tokens)", async () => {
+      const { app, logs } = await start();
+      await put(app, "user:s", { password: "SECRET-IN-VALUE" });
+      const res = await app.inject({ url: "/state?filter=password=SECRET-IN-FILTER&limit=5" });
+      expect(res.statusCode).toBe(200);
+      expect((await app.inject({ url: "/nowhere?access_token=TOKEN-IN-QUERY" })).statusCode).toBe(404);
+      expect((await app.inject({ url: "/devices?access_token=TOKEN-IN-QUERY&access_token=again" })).statusCode).toBe(200);
+      const requests = logs
+        .map((l) => JSON.parse(l) as { req?: { url: string; query_keys?: string[] } })
+        .flatMap((l) => (l.req ? [l.req] : []));
+      expect(requests).toContainEqual(expect.objectContaining({ url: "/state", query_keys: ["filter", "limit"] }));
+      expect(requests).toContainEqual(expect.objectContaining({ url: "/nowhere", query_keys: ["access_token"] }));
+      expect(requests).toContainEqual(expect.objectContaining({ url: "/devices", query_keys: ["access_token"] }));
+      const logged = logs.join("\n");
+      for (const secret of ["SECRET-IN-FILTER", "SECRET-IN-VALUE", "TOKEN-IN-QUERY", "again"]) expect(logged).not.toContain(secret);
+    });
+
     it("next_cursor is opaque (base64url of the last key); a raw key or a damaged cursor is 400 invalid_cursor", async () => {
       const { app } = await start();
       for (const id of ["a", "b", "c"]) await put(app, `user:${id}`, { n: 1 });
