@@ -99,7 +99,8 @@ export class WbDeviceAdapter {
       }
     }
     const commanded = s.controls.find((c) => c.action !== undefined && c.action === e.action);
-    if (commanded) messages.push(...this.setFlag(e.deviceId, commanded.id, "w", false));
+    // A command that succeeded reached the device: neither a write nor a read error stands.
+    if (commanded) messages.push(...this.clearFlags(e.deviceId, commanded.id, ["w", "r"]));
     void this.deps.mqtt.publishMany(messages);
   }
 
@@ -108,7 +109,10 @@ export class WbDeviceAdapter {
     if (!s) return;
     const messages = [retained(wbTopics.deviceError(e.deviceId), e.reachable ? "" : "r")];
     for (const control of s.controls) {
+      // Only value controls go unreadable with the device, but any control may hold an `r`
+      // (a button pressed while it was away); all of them clear once it answers.
       if (control.field) messages.push(...this.setFlag(e.deviceId, control.id, "r", !e.reachable));
+      else if (e.reachable) messages.push(...this.setFlag(e.deviceId, control.id, "r", false));
     }
     void this.deps.mqtt.publishMany(messages);
   }
@@ -160,6 +164,14 @@ export class WbDeviceAdapter {
   private reject(device: string, control: string, reason: string): void {
     this.log.warn({ device, control, reason }, "MQTT command rejected");
     void this.deps.mqtt.publishMany(this.setFlag(device, control, "w", true, true));
+  }
+
+  /** One message clearing several flags of a control; nothing when none was set. */
+  private clearFlags(device: string, control: string, clear: readonly ErrorFlag[]): OutboundMessage[] {
+    const flags = this.errorsOf(device).get(control);
+    if (!flags || !clear.some((f) => flags.has(f))) return [];
+    for (const f of clear) flags.delete(f);
+    return [retained(wbTopics.controlError(device, control), encodeWbError(flags))];
   }
 
   /** Messages for a changed error flag; nothing when the flag already had that value. */

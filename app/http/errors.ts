@@ -36,6 +36,22 @@ export const STORAGE_FAILURES: Record<Exclude<WriteFailure, "other">, { status: 
 };
 
 /**
+ * A validation issue's place in the request, readable by a person: `body` for the body
+ * itself (an array sent where an object belongs), `body.params.level`, `body.items[0]`,
+ * `body["odd key"]`. The zod provider hands over `/`-joined segments, so `/` alone is the root.
+ */
+export function validationPath(where: string, instancePath: string): string {
+  let path = where;
+  for (const segment of instancePath.split("/")) {
+    if (segment === "") continue;
+    if (/^\d+$/.test(segment)) path += `[${segment}]`;
+    else if (/^[A-Za-z_$][\w$-]*$/.test(segment)) path += `.${segment}`;
+    else path += `[${JSON.stringify(segment)}]`;
+  }
+  return path;
+}
+
+/**
  * DESIGN §6: every error is `{ error: { code, message, details? } }` with its status.
  * Domain errors carry their own status; 5xx messages are not shown to clients.
  */
@@ -43,7 +59,7 @@ export function registerErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (hasZodFastifySchemaValidationErrors(err)) {
       const where = err.validationContext ?? "request";
-      const details = err.validation.map((v) => ({ path: `${where}${v.instancePath.replace(/\//g, ".")}`, message: v.message }));
+      const details = err.validation.map((v) => ({ path: validationPath(where, v.instancePath), message: v.message }));
       const body: ErrorBody = {
         error: {
           code: "invalid_request",

@@ -1,8 +1,11 @@
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+
+type ContentTypeParser = Parameters<FastifyInstance["addContentTypeParser"]>[2];
+
 import type { Logger } from "pino";
-import { BadRequestError } from "../shared/errors.js";
+import { AppError, BadRequestError } from "../shared/errors.js";
 import type { ErrorBody } from "./errors.js";
 
 /**
@@ -30,11 +33,17 @@ export function nestedDeeperThan(value: unknown, max: number): boolean {
   return false;
 }
 
-/** Fastify's JSON parser (prototype-poisoning checks, body limits) plus the depth limit. */
+/** RFC 7396's media type; its body is JSON and only PATCH gives it meaning. */
+export const MERGE_PATCH_TYPE = "application/merge-patch+json";
+
+/**
+ * Fastify's JSON parser (prototype-poisoning checks, body limits) plus the depth limit, for
+ * `application/json` and, on PATCH, `application/merge-patch+json`.
+ */
 export function limitJsonDepth(app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser("error", "error");
   app.removeContentTypeParser("application/json");
-  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+  const parseJson: ContentTypeParser = (request, body, done) => {
     void parse(request, typeof body === "string" ? body : body.toString("utf8"), (err, value) => {
       if (err) return done(err, undefined);
       if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
@@ -42,6 +51,16 @@ export function limitJsonDepth(app: FastifyInstance): void {
       }
       done(null, value);
     });
+  };
+  app.addContentTypeParser("application/json", { parseAs: "string" }, parseJson);
+  app.addContentTypeParser(MERGE_PATCH_TYPE, { parseAs: "string" }, (request, body, done) => {
+    if (request.method !== "PATCH") {
+      return done(
+        new AppError(415, "unsupported_media_type", `${MERGE_PATCH_TYPE} is accepted on PATCH only; send application/json`),
+        undefined,
+      );
+    }
+    parseJson(request, body, done);
   });
 }
 

@@ -105,8 +105,20 @@ function encodeCursor(key: string): string {
   return Buffer.from(key, "utf8").toString("base64url");
 }
 
+/**
+ * The cursor is opaque: base64url of the last key seen. Node's decoder skips characters
+ * outside the alphabet, so a raw key or a truncated cursor would silently restart or end
+ * the listing; only a cursor this bridge could have issued is accepted.
+ */
 function decodeCursor(cursor: string): string {
-  return Buffer.from(cursor, "base64url").toString("utf8");
+  const key = /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, "base64url").toString("utf8") : "";
+  if (!KEY_PATTERN.test(key) || encodeCursor(key) !== cursor) {
+    throw new BadRequestError(
+      "invalid_cursor",
+      "invalid cursor: pass next_cursor from the previous page unchanged, or omit cursor for the first page",
+    );
+  }
+  return key;
 }
 
 /**

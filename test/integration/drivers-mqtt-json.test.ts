@@ -3,6 +3,7 @@ import { buildApp } from "../../app/server.js";
 import { testConfig } from "../helpers/fixtures.js";
 import { DriverHarness } from "../helpers/peers/harness.js";
 import { EmulatedZigbeeLamp } from "../helpers/peers/zigbee-lamp.js";
+import { retainedNow } from "../helpers/retained.js";
 import { readStoredValue } from "../helpers/sqlite.js";
 
 const BASE = "zigbee2mqtt/living_lamp";
@@ -98,6 +99,39 @@ describe("mqtt_json driver through the bridge (aedes over TCP, emulated Zigbee2M
     // The refused action never reached the lamp: this is the first request it sees.
     await request;
     expect(bulb.requests).toEqual([{ state: "ON" }]);
+  });
+
+  it("a button's meta/error `r` from a press while the lamp was away clears when it answers again, and after a press", async () => {
+    const observer = await h.client();
+    await observer.subscribe("/devices/lamp/controls/+/meta/error");
+    await h.start({ devices: [lamp] });
+    const topic = "/devices/lamp/controls/power_on/meta/error";
+    const after = (from: number, payload: string) => (m: { payload: string }) =>
+      observer.received.indexOf(m as (typeof observer.received)[number]) >= from && m.payload === payload;
+
+    await bulb.setAvailable(false);
+    await h.waitForReachable("lamp", false);
+    let from = observer.received.length;
+    await observer.publish("/devices/lamp/controls/power_on/on", "1");
+    await observer.waitFor(topic, after(from, "r"));
+
+    from = observer.received.length;
+    await bulb.setAvailable(true, "json");
+    await h.waitForReachable("lamp", true);
+    await observer.waitFor(topic, after(from, ""));
+    expect((await retainedNow(h.broker.url)).get(topic)).toBeUndefined();
+
+    // Away again: the press fails with `r`; this time a successful press is what clears it.
+    await bulb.setAvailable(false);
+    await h.waitForReachable("lamp", false);
+    from = observer.received.length;
+    await observer.publish("/devices/lamp/controls/power_on/on", "1");
+    await observer.waitFor(topic, after(from, "r"));
+    await bulb.setAvailable(true, "json");
+    await h.waitForReachable("lamp", true);
+    expect((await act("power_on")).statusCode).toBe(200);
+    await h.waitForState("lamp", (s) => s.power === true);
+    expect((await retainedNow(h.broker.url)).get(topic)).toBeUndefined();
   });
 
   it("logs malformed JSON feedback by topic, ignores it, and keeps working", async () => {
