@@ -24,7 +24,9 @@ export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
 }
 
 /** pino's error fields; an error that carries the request URL (Fastify's serialization errors) gets it cut down. */
-export function serializeError(err: Error): Record<string, unknown> {
+export function serializeError(err: unknown): unknown {
+  // Most log lines carry `err` as a message string already: it stays as it is.
+  if (!(err instanceof Error)) return err;
   const out: Record<string, unknown> = { ...pino.stdSerializers.err(err) };
   if (typeof out.url === "string") Object.assign(out, urlForLog(out.url));
   return out;
