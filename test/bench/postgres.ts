@@ -1,0 +1,75 @@
+/**
+ * PostgreSQL backend figures beside a same-run baseline: committed writes through
+ * PostgresStateStore (group commit, history row in the same transaction) against one
+ * autocommitted upsert per round trip with plain `pg`, one writer and 32 concurrent ones.
+ * Run: npm run bench:postgres (needs the server of TEST_POSTGRES_URL).
+ */
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import { PostgresStateStore } from "../../app/state/postgres-store.js";
+import { dropSchema, postgresUnavailable, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
+import { fmt, summarize } from "./stats.js";
+
+const OPS = Number(process.env.BENCH_PG_OPS ?? 3000);
+const CONCURRENCY = 32;
+
+async function timed(
+  count: number,
+  concurrency: number,
+  op: (i: number) => Promise<void>,
+): Promise<{ perSecond: number; p50: number; p99: number }> {
+  const samples: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < count; i = next++) {
+        const t0 = performance.now();
+        await op(i);
+        samples.push(performance.now() - t0);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const s = summarize(samples);
+  return { perSecond: count / seconds, p50: s.p50, p99: s.p99 };
+}
+
+function line(name: string, r: { perSecond: number; p50: number; p99: number }): void {
+  console.log(`${name.padEnd(46)} ${fmt(r.perSecond, 0).padStart(8)} /s   p50 ${fmt(r.p50, 3)} ms   p99 ${fmt(r.p99, 3)} ms`);
+}
+
+async function main(): Promise<void> {
+  const reason = await postgresUnavailable();
+  if (reason) throw new Error(reason);
+  const schema = uniqueSchema("bench");
+  const store = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+  await store.initialize();
+  const pool = new pg.Pool({ connectionString: TEST_POSTGRES_URL, max: CONCURRENCY });
+  try {
+    await withClient(TEST_POSTGRES_URL, (c) => c.query(`CREATE TABLE ${schema}.baseline (key TEXT PRIMARY KEY, value TEXT NOT NULL)`));
+    const value = JSON.stringify({ driver: "simulated", version: 1, state: { power: true, volume: 42, input: "hdmi1" } });
+    const upsert = (i: number) =>
+      pool
+        .query(`INSERT INTO ${schema}.baseline (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, [
+          `device:d${i % 100}`,
+          value,
+        ])
+        .then(() => undefined);
+    const write = (i: number) =>
+      store.set(`device:d${i % 100}`, { driver: "simulated", version: 1, state: { power: true, volume: i % 100, input: "hdmi1" } });
+    console.log(`PostgreSQL ${new URL(TEST_POSTGRES_URL).host}, ${OPS} committed writes per row, 100 keys`);
+    line("baseline: pg upsert, 1 client", await timed(OPS, 1, upsert));
+    line("store: PostgresStateStore.set, 1 writer", await timed(OPS, 1, write));
+    line(`baseline: pg upsert, ${CONCURRENCY} connections`, await timed(OPS, CONCURRENCY, upsert));
+    line(`store: PostgresStateStore.set, ${CONCURRENCY} writers`, await timed(OPS, CONCURRENCY, write));
+    const reads = await timed(OPS, 1, (i) => store.get(`device:d${i % 100}`).then(() => undefined));
+    line("store: get (direct, no cache), 1 reader", reads);
+  } finally {
+    await pool.end();
+    await store.close();
+    await dropSchema(schema);
+  }
+}
+
+await main();
