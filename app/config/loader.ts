@@ -159,7 +159,12 @@ function checkAuth(system: SystemConfig, env: Env, problems: string[]): string |
 async function readEncryptionKeys(system: SystemConfig, env: Env, cwd: string): Promise<string | null> {
   const { key_env, key_file } = system.persistence.encryption;
   const fromEnv = env[key_env];
-  if (fromEnv && fromEnv.trim() !== "") return fromEnv;
+  // Set but empty is a mistake (an unset secret in a unit file or compose file), not a
+  // request for plain text: starting unencrypted would write values in the clear.
+  if (fromEnv !== undefined && fromEnv.trim() === "") {
+    throw new ConfigError([`${key_env}: the variable is set but empty; set the key list, or unset it to store values unencrypted`]);
+  }
+  if (fromEnv !== undefined) return fromEnv;
   if (!key_file) return null;
   try {
     return await readFile(resolve(cwd, key_file), "utf8");

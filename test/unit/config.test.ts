@@ -84,6 +84,16 @@ describe("loadConfig", () => {
     expect(config.system.logging.level).toBe("debug");
   });
 
+  it("refuses an encryption key variable that is set but empty, instead of storing plain text", async () => {
+    const configDir = await writeConfigDir(dir.path, { system: {} });
+    for (const empty of ["", "  "]) {
+      const problems = await problemsOf(loadConfig({ configDir, env: { STATE_ENCRYPTION_KEY: empty }, cwd: dir.path }));
+      expect(problems).toEqual([expect.stringMatching(/^STATE_ENCRYPTION_KEY: the variable is set but empty/)]);
+    }
+    // Unset still means unencrypted.
+    expect((await loadConfig({ configDir, env: {}, cwd: dir.path })).secrets.encryptionKeys).toBeNull();
+  });
+
   it("names the environment variable when an override is invalid", async () => {
     const configDir = await writeConfigDir(dir.path, { system: {} });
     const problems = await problemsOf(
