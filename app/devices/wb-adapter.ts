@@ -133,6 +133,12 @@ export class WbDeviceAdapter {
       this.log.debug({ device: target.device, control: target.control }, "ignoring retained command");
       return;
     }
+    // An empty publish is how a client clears the command it retained; the broker hands it
+    // to live subscribers as an ordinary message. It is nobody's command.
+    if (message.payload.length === 0) {
+      this.log.debug({ device: target.device, control: target.control }, "ignoring an empty command");
+      return;
+    }
     const control = s.controls.find((c) => c.id === target.control);
     if (!control) {
       // Answered, but neither retained nor tracked: each made-up control name would

@@ -179,6 +179,23 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
     await stale.publish("/devices/tv/controls/volume/on", "", true);
   });
 
+  it("ignores an empty publish on an /on topic (a client clearing its retained command): no action, no error flag", async () => {
+    const observer = await peer();
+    await observer.subscribe("/devices/tv/controls/#");
+    const { app, logs } = await start();
+    await observer.waitFor("/devices/tv/controls/power/meta/error", (m) => m.payload === "");
+    const flagsBefore = observer.on("/devices/tv/controls/+/meta/error").length;
+    // The broker forwards the clearing publish to live subscribers as an ordinary, empty message.
+    await observer.publish("/devices/tv/controls/volume/on", "", true);
+    await observer.publish("/devices/tv/controls/power/on", "", true);
+    // A live command after them: once it is applied, both empty ones were handled.
+    await observer.publish("/devices/tv/controls/input/on", "tv");
+    await observer.waitFor("/devices/tv/controls/input", (m) => m.payload === "tv");
+    expect(observer.on("/devices/tv/controls/+/meta/error").slice(flagsBefore)).toEqual([]);
+    expect((await app.inject({ url: "/devices/tv/state" })).json().state).toMatchObject({ volume: 20, power: false, input: "tv" });
+    expect(logs.some((l) => l.includes("ignoring an empty command"))).toBe(true);
+  });
+
   it("answers malformed MQTT payloads on meta/error, keeps state, and clears the error on success", async () => {
     const observer = await peer();
     await observer.subscribe("/devices/tv/controls/#");
