@@ -1905,11 +1905,13 @@ function mqttCase(i: number): MqttCase {
       const payload = junkPayload(r);
       const text = typeof payload === "string" ? Buffer.from(payload).toString("utf8") : payload.toString("utf8");
       if (payloadExecutes(kind, text)) continue;
+      const bytes = typeof payload === "string" ? Buffer.byteLength(payload) : payload.length;
       return {
         label: `mqtt#${i} ${device}/${control.slice(0, 30)}`,
         topic: `/devices/${device}/controls/${control}/on`,
         payload,
-        warns: "device",
+        // An empty message clears a retained command: ignored, no warning, no flag.
+        warns: bytes === 0 ? "none" : "device",
       };
     }
   }
