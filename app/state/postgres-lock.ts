@@ -1,9 +1,9 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import type { DbLock } from "./lock.js";
 import { LOCK_SPACE } from "./postgres-sql.js";
-import { describePg, type PostgresConnectionOptions, pgClientConfig } from "./postgres-store.js";
+import { connectPg, describePg, type PostgresConnectionOptions } from "./postgres-store.js";
 import { StoreOpenError } from "./store.js";
 import { lit } from "./stored-text.js";
 
@@ -36,7 +36,7 @@ const HOLD_ID = (schema: string) => `${LOCK_SPACE.holder}, (hashtext(${lit(schem
  */
 export async function acquirePgLock(options: PgLockOptions): Promise<DbLock> {
   const what = describePg(options);
-  const client = await connect(options).catch((err: unknown) => {
+  const client = await connectPg(options).catch((err: unknown) => {
     throw new StoreOpenError(`cannot connect to ${what}: ${errorMessage(err)}`, { cause: err });
   });
   const taken = await tryHold(client, options.schema).catch(async (err: unknown) => {
@@ -117,7 +117,7 @@ class HeldPgLock implements DbLock {
   private async tryRetake(): Promise<void> {
     let client: pg.Client;
     try {
-      client = await connect(this.options);
+      client = await connectPg(this.options);
     } catch {
       this.retake();
       return;
@@ -142,18 +142,6 @@ class HeldPgLock implements DbLock {
       this.retake();
     }
   }
-}
-
-async function connect(options: PostgresConnectionOptions): Promise<pg.Client> {
-  const client = new pg.Client(pgClientConfig(options));
-  client.on("error", () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    throw err;
-  }
-  return client;
 }
 
 async function tryHold(client: pg.Client, schema: string): Promise<boolean> {

@@ -26,7 +26,17 @@ import {
   type WriteFailure,
   type WriteOp,
 } from "./store.js";
-import { decodeStored, ENCRYPTION_MARKER, type EncodedOp, encodeOp, lit, MARKER_PLAINTEXT, prefixUpperBound } from "./stored-text.js";
+import {
+  decodeStored,
+  ENCRYPTION_MARKER,
+  type EncodedOp,
+  encodeOp,
+  type HistoryRow,
+  lit,
+  MARKER_PLAINTEXT,
+  prefixUpperBound,
+  type Row,
+} from "./stored-text.js";
 
 export interface PostgresConnectionOptions {
   /** `postgres://user:pass@host:port/db`; never logged unredacted. */
@@ -52,25 +62,6 @@ export interface PostgresStateStoreOptions extends PostgresConnectionOptions {
 }
 
 type PendingWrite = { ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void };
-
-interface Row {
-  key: string;
-  value: string;
-  updated_at: number;
-  version: number;
-  expires_at: number | null;
-}
-
-interface HistoryRow {
-  id: number;
-  key: string;
-  old: string | null;
-  new: string | null;
-  transition: Transition;
-  source: string;
-  actor: string | null;
-  at: number;
-}
 
 const INT8_OID = 20;
 
@@ -114,6 +105,22 @@ export function pgWriteFailure(err: unknown): WriteFailure {
   const message = errorMessage(err);
   if (/Connection terminated|timeout exceeded|Client has encountered a connection error|not queryable/i.test(message)) return "unavailable";
   return "other";
+}
+
+/** A connected client; `onError` hears of its connection dropping (without a listener, pg would crash the process). */
+export async function connectPg(
+  options: PostgresConnectionOptions,
+  onError: (err: Error, client: pg.Client) => void = () => undefined,
+): Promise<pg.Client> {
+  const client = new pg.Client(pgClientConfig(options));
+  client.on("error", (err) => onError(err, client));
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw err;
+  }
+  return client;
 }
 
 export function describePg(options: PostgresConnectionOptions): string {
@@ -473,19 +480,11 @@ export class PostgresStateStore implements StateStore {
   }
 
   private async connectWriter(): Promise<pg.Client> {
-    const client = new pg.Client(pgClientConfig(this.options));
     // A dropped connection is reported here; the next commit opens a new one.
-    client.on("error", (err) => {
+    return connectPg(this.options, (err, client) => {
       this.options.log?.warn({ err: errorMessage(err) }, "PostgreSQL writer connection lost");
       if (this.writer === client) this.writer = null;
     });
-    try {
-      await client.connect();
-    } catch (err) {
-      await client.end().catch(() => undefined);
-      throw err;
-    }
-    return client;
   }
 
   private async commitLoop(): Promise<void> {

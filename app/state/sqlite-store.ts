@@ -21,10 +21,19 @@ import {
   type StoredEntry,
   StoreOpenError,
   StoreWriteError,
-  type Transition,
   type WriteOp,
 } from "./store.js";
-import { decodeStored, ENCRYPTION_MARKER, type EncodedOp, encodeOp, lit, MARKER_PLAINTEXT, prefixUpperBound } from "./stored-text.js";
+import {
+  decodeStored,
+  ENCRYPTION_MARKER,
+  type EncodedOp,
+  encodeOp,
+  type HistoryRow,
+  lit,
+  MARKER_PLAINTEXT,
+  prefixUpperBound,
+  type Row,
+} from "./stored-text.js";
 
 export type SynchronousMode = "off" | "normal" | "full" | "extra";
 
@@ -53,25 +62,6 @@ type Pending =
   | { kind: "write"; ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void }
   | { kind: "task"; run: () => Promise<void> };
 type PendingWrite = Extract<Pending, { kind: "write" }>;
-
-interface Row {
-  key: string;
-  value: string;
-  updated_at: number;
-  version: number;
-  expires_at: number | null;
-}
-
-interface HistoryRow {
-  id: number;
-  key: string;
-  old: string | null;
-  new: string | null;
-  transition: Transition;
-  source: string;
-  actor: string | null;
-  at: number;
-}
 
 /** Page size of databases this store creates (see initialize). */
 const PAGE_SIZE = 512;

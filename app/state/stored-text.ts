@@ -20,6 +20,27 @@ export interface EncodedOp {
   actor: string | null;
 }
 
+/** A `state_store` row as both SQL stores read it. */
+export interface Row {
+  key: string;
+  value: string;
+  updated_at: number;
+  version: number;
+  expires_at: number | null;
+}
+
+/** A `state_history` row as both SQL stores read it. */
+export interface HistoryRow {
+  id: number;
+  key: string;
+  old: string | null;
+  new: string | null;
+  transition: Transition;
+  source: string;
+  actor: string | null;
+  at: number;
+}
+
 /** The marker row that tells an encrypted database from a plain one (and checks the key). */
 export const ENCRYPTION_MARKER = "encryption_check";
 export const MARKER_PLAINTEXT = "wb-bridge encryption check";
