@@ -45,10 +45,9 @@ export async function acquireDbLock(dbPath: string, owner: string, options: Lock
   } catch (err) {
     throw new StoreOpenError(`cannot create directory for state database ${dbPath}: ${(err as Error).message}`, { cause: err });
   }
-  const conn = await lockExclusively(path);
-  if (!conn) {
-    const holder = await waitForHolder(path, options.holderWaitMs ?? 1000);
-    const who = holder ? `${holder.owner} (pid ${holder.pid})` : "another process (it has not recorded its pid yet)";
+  const conn = await takeOrName(path, options.holderWaitMs ?? 1000);
+  if (!(conn instanceof SqliteConnection)) {
+    const who = conn ? `${conn.owner} (pid ${conn.pid})` : "another process (it has not recorded its pid yet)";
     throw new StoreOpenError(`state database ${dbPath} is in use by ${who}; stop it first`);
   }
   const holderFile = `${path}.json`;
@@ -117,15 +116,39 @@ async function lockExclusively(path: string, create = true): Promise<SqliteConne
   }
 }
 
+/**
+ * The lock, or the live process that holds it, or null when neither showed within `waitMs`.
+ * A refusal with no live holder is tried again, because it has two passing causes: a holder
+ * that is still dying (its main thread is already a zombie while other threads still hold
+ * its files, and so its locks), and two takers that each hold SQLite's shared lock on the
+ * way to the exclusive one, so that both are told "busy".
+ */
+async function takeOrName(path: string, waitMs: number): Promise<SqliteConnection | LockHolder | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const conn = await lockExclusively(path);
+    if (conn) return conn;
+    const holder = await liveHolder(path);
+    if (holder) return holder;
+    if (Date.now() >= deadline) return null;
+    // Jittered, so that two colliding takers do not collide again in step.
+    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+  }
+}
+
 /** The holder's record once it matches a live process; polls because a fresh holder writes it just after locking. */
 async function waitForHolder(path: string, waitMs: number): Promise<LockHolder | null> {
   const deadline = Date.now() + waitMs;
   for (;;) {
-    const record = await readHolder(`${path}.json`);
-    if (record && (await isSameProcess(record))) return { pid: record.pid, owner: record.owner, since: record.since };
-    if (Date.now() >= deadline) return null;
+    const holder = await liveHolder(path);
+    if (holder || Date.now() >= deadline) return holder;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+async function liveHolder(path: string): Promise<LockHolder | null> {
+  const record = await readHolder(`${path}.json`);
+  return record && (await isSameProcess(record)) ? { pid: record.pid, owner: record.owner, since: record.since } : null;
 }
 
 async function readHolder(file: string): Promise<HolderRecord | null> {
