@@ -23,14 +23,15 @@ import { createStateBackend, customBackend, type StateBackend } from "./state/ba
 import type { BackupManager } from "./state/backups.js";
 import { plainCodec, type ValueCodec } from "./state/codec.js";
 import { FernetCodec, parseKeyList } from "./state/fernet-codec.js";
-import type { DbLock } from "./state/lock.js";
+import type { DbLock, Lease, LeaseStatus } from "./state/lock.js";
 import { RecoveryPoints } from "./state/recovery.js";
 import type { StateService } from "./state/service.js";
 import { type StateStore, StoreCorruptError, type WriteFailure } from "./state/store.js";
 
 export type BridgeEvents = DeviceEvents & ScenarioEvents;
 
-export type Phase = "created" | "starting" | "ready" | "stopping" | "stopped" | "failed";
+/** `standby`: one of an active/standby pair, serving reads while the other drives the devices. */
+export type Phase = "created" | "starting" | "standby" | "ready" | "stopping" | "stopped" | "failed";
 
 export interface BridgeOverrides {
   /** Replaces the configured backend's store (unit tests of other layers use MemoryStateStore). */
@@ -99,6 +100,8 @@ export class Bridge {
   readonly startedAt = Date.now();
   private broker: EmbeddedBroker | null = null;
   private lock: DbLock | null = null;
+  /** Set for one of an active/standby pair. */
+  private pairLease: Lease | null = null;
   private restored: StartupRestore | null = null;
   private storeOpen = false;
   private writeFailure: StorageFailure | null = null;
@@ -108,6 +111,11 @@ export class Bridge {
   /** Successful commits since start; scheduled backups skip when it has not moved. */
   private committed = 0;
   private readonly fatalListeners = new Set<(reason: string) => void>();
+  private markDriving: () => void = () => undefined;
+  /** Resolves once this bridge drives the devices (at start, or when a standby takes over). */
+  readonly driving: Promise<void> = new Promise((resolve) => {
+    this.markDriving = resolve;
+  });
   private currentPhase: Phase = "created";
   private readonly log: Logger;
 
@@ -193,6 +201,9 @@ export class Bridge {
     this.wb = new WbDeviceAdapter({ devices: this.devices, mqtt: this.mqtt, bus: this.bus, log });
     this.bridgeDevice = new BridgeDevice(this.mqtt, version, log.child({ module: "bridge-device" }));
     metrics.listen(this.bus);
+    if (this.backend.openLease) {
+      metrics.registerLease(() => ({ active: this.pairLease?.status.role === "active", epoch: this.pairLease?.status.epoch ?? null }));
+    }
     metrics.setSources({ ready: () => this.currentPhase === "ready", mqttConnected: () => this.mqtt.connected });
   }
 
@@ -275,32 +286,36 @@ export class Bridge {
     }
   }
 
-  /** lock + store (backup restored if damaged) -> embedded broker -> MQTT -> devices (restore) -> WB devices -> scenarios (restore) -> ready. */
+  /** The lease of a pair and where this bridge stands in it; null for a bridge without a pair. */
+  get lease(): LeaseStatus | null {
+    return this.pairLease?.status ?? null;
+  }
+
+  /**
+   * lock + store (backup restored if damaged) -> embedded broker -> MQTT -> devices (restore) -> WB devices -> scenarios (restore) -> ready.
+   * One of a pair opens the store first, then the lease; while another bridge holds it,
+   * start ends in `standby` and the rest runs when the lease comes (takeOver).
+   */
   async start(): Promise<void> {
     this.currentPhase = "starting";
     try {
-      await this.openStore();
-      this.storeOpen = true;
-      this.state.start();
-      this.backups?.start();
-      this.log.info({ db: this.backend.description }, "state store open");
-
-      const embedded = this.config.system.mqtt.embedded;
-      if (embedded.enabled) {
-        this.broker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port, log: this.log });
-        this.mqtt.setUrl(this.broker.url);
+      if (this.backend.openLease) {
+        await this.store.initialize();
+        this.storeOpen = true;
+        this.log.info({ db: this.backend.description }, "state store open");
+        const lease = await this.backend.openLease();
+        this.pairLease = lease;
+        this.lock = lease;
+        if (lease.status.role === "standby") {
+          await this.standBy(lease);
+          return;
+        }
+      } else {
+        await this.openStore();
+        this.storeOpen = true;
+        this.log.info({ db: this.backend.description }, "state store open");
       }
-      this.log.info({ url: redactUrl(this.mqtt.url) }, "connecting to MQTT broker");
-      await this.mqtt.start(this.overrides.mqttConnectWaitMs);
-      await this.bridgeDevice.start();
-
-      await this.devices.initialize();
-      // Restore is complete: only now is anything about devices published.
-      await this.wb.start();
-      await this.scenarios.initialize();
-      await this.bridgeDevice.setReady(true);
-      this.currentPhase = "ready";
-      this.log.info("bridge ready");
+      await this.drive();
     } catch (err) {
       this.currentPhase = "failed";
       this.log.error({ err: errorMessage(err) }, "start failed");
@@ -308,6 +323,53 @@ export class Bridge {
       this.currentPhase = "failed";
       throw err;
     }
+  }
+
+  /** Follows the active bridge's commits (reads stay current; actions are refused) until the lease comes. */
+  private async standBy(lease: Lease): Promise<void> {
+    const refusal = `this bridge is the standby of a pair; ${lease.status.activeHolder ?? "the other bridge"} is active and runs actions`;
+    this.state.watchOthers();
+    await this.devices.follow(refusal);
+    await this.scenarios.follow(refusal);
+    this.currentPhase = "standby";
+    this.log.info({ active: lease.status.activeHolder }, "bridge standing by");
+    void lease.whenActive().then(() => this.takeOver());
+  }
+
+  private async takeOver(): Promise<void> {
+    if (this.currentPhase !== "standby") return;
+    this.currentPhase = "starting";
+    this.log.info({ epoch: this.pairLease?.status.epoch }, "taking over from the active bridge");
+    try {
+      await this.drive();
+    } catch (err) {
+      this.currentPhase = "failed";
+      this.log.error({ err: errorMessage(err) }, "take-over failed");
+      this.raiseFatal(`taking over as the active bridge failed: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Everything after the store: the part of a start that only the active bridge of a pair runs. */
+  private async drive(): Promise<void> {
+    this.state.start();
+    this.backups?.start();
+    const embedded = this.config.system.mqtt.embedded;
+    if (embedded.enabled) {
+      this.broker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port, log: this.log });
+      this.mqtt.setUrl(this.broker.url);
+    }
+    this.log.info({ url: redactUrl(this.mqtt.url) }, "connecting to MQTT broker");
+    await this.mqtt.start(this.overrides.mqttConnectWaitMs);
+    await this.bridgeDevice.start();
+
+    await this.devices.initialize();
+    // Restore is complete: only now is anything about devices published.
+    await this.wb.start();
+    await this.scenarios.initialize();
+    await this.bridgeDevice.setReady(true);
+    this.currentPhase = "ready";
+    this.markDriving();
+    this.log.info("bridge ready");
   }
 
   /**
@@ -327,8 +389,11 @@ export class Bridge {
     };
     await step("scenarios", () => this.scenarios.shutdown());
     await step("devices", () => this.devices.shutdown());
-    await step("wb-devices", () => this.wb.stop());
-    await step("bridge-device", () => this.bridgeDevice.stop());
+    // A standby never published: its "offline" would be the active bridge's topics.
+    if (this.pairLease?.status.role !== "standby") {
+      await step("wb-devices", () => this.wb.stop());
+      await step("bridge-device", () => this.bridgeDevice.stop());
+    }
     await step("mqtt", () => this.mqtt.stop());
     await step("backups", async () => this.backups?.stop());
     this.state.stop();
@@ -341,6 +406,7 @@ export class Bridge {
       this.lock = null;
       await step("lock", () => lock.release());
     }
+    this.pairLease = null;
     if (this.broker) {
       const broker = this.broker;
       this.broker = null;

@@ -84,6 +84,12 @@ export const postgresConfigSchema = z
     /** Connections for reads, beside the one that commits. */
     read_pool_size: z.number().int().min(1).max(64).default(4),
     connect_timeout_ms: z.number().int().min(100).max(120_000).default(5000),
+    /**
+     * One of an active/standby pair: a bridge that finds the schema held by another does
+     * not refuse to start but stands by (serves reads, drives nothing) and takes over when
+     * the active one goes. Off: the second bridge is refused, as with SQLite.
+     */
+    pair: z.boolean().default(false),
   })
   .strict();
 

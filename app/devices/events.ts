@@ -1,7 +1,8 @@
 import type { JsonObject } from "../shared/json.js";
 
 /** Where a change came from; carried in events (and, later, in history). */
-export type ChangeSource = "http" | "mqtt" | "scenario" | "restore" | "cli" | "device";
+/** `peer`: committed by the other bridge of an active/standby pair. */
+export type ChangeSource = "http" | "mqtt" | "scenario" | "restore" | "cli" | "device" | "peer";
 
 export interface DeviceStateEvent {
   deviceId: string;

@@ -80,6 +80,8 @@ export class DeviceManager {
   private accepting = false;
   private timings: { restoreMs: number } | null = null;
   private stopStateListener: (() => void) | null = null;
+  /** Why actions are refused while this bridge is a standby; null otherwise. */
+  private refusal: string | null = null;
   /** Nothing in it depends on the device, so all drivers share one instead of 10,000 copies. */
   private readonly driverMqtt: DriverMqtt = {
     publish: (topic, payload, options) => this.deps.mqtt.publish(topic, payload, options),
@@ -94,6 +96,54 @@ export class DeviceManager {
   async initialize(): Promise<void> {
     if (this.accepting) return;
     const started = performance.now();
+    this.stopStateListener?.();
+    const restoredCount = await this.load();
+    for (const [id, device] of this.devices) {
+      if (!device.driver.setup) continue;
+      try {
+        await device.driver.setup(device.state);
+      } catch (err) {
+        this.log.error({ device: id, err: errorMessage(err) }, "driver setup failed");
+      }
+    }
+    // Recovery points and backup restores rewrite device:<id>; apply them like any change.
+    this.stopStateListener = this.deps.state.subscribe("device:", (change) => {
+      if (change.transition === "restore") this.applyStored(change.key.slice("device:".length), change.new, "restore");
+    });
+    this.refusal = null;
+    this.timings = { restoreMs: performance.now() - started };
+    this.log.info({ devices: this.devices.size, restored: restoredCount, ...this.timings }, "device states restored");
+    this.accepting = true;
+    for (const [id, device] of this.devices) {
+      this.deps.bus.emit("device.state", {
+        deviceId: id,
+        state: device.state,
+        changed: Object.keys(device.state),
+        restored: true,
+        source: "restore",
+      });
+    }
+  }
+
+  /**
+   * A standby's view: every device's stored state, kept current from the changes the
+   * active bridge commits, with no driver set up and every action refused with `refusal`.
+   * initialize() later takes over from the store as it is then.
+   */
+  async follow(refusal: string): Promise<void> {
+    if (this.accepting) return;
+    this.refusal = refusal;
+    await this.load();
+    this.stopStateListener?.();
+    this.stopStateListener = this.deps.state.subscribe("device:", (change) => {
+      if (change.external || change.transition === "restore") {
+        this.applyStored(change.key.slice("device:".length), change.new, change.external ? "peer" : "restore");
+      }
+    });
+  }
+
+  /** Every configured device with its driver built and its stored state (or its default); returns how many were restored. */
+  private async load(): Promise<number> {
     const stored = await this.deps.state.readAll("device:", storedDeviceRecordSchema);
     // Building a zod schema costs far more than using one, and devices of a kind declare
     // the same params: one immutable schema per distinct declaration serves them all.
@@ -127,30 +177,7 @@ export class DeviceManager {
         storedByNewer: storedByNewer(stored.get(key), driver),
       });
     }
-    for (const [id, device] of this.devices) {
-      if (!device.driver.setup) continue;
-      try {
-        await device.driver.setup(device.state);
-      } catch (err) {
-        this.log.error({ device: id, err: errorMessage(err) }, "driver setup failed");
-      }
-    }
-    // Recovery points and backup restores rewrite device:<id>; apply them like any change.
-    this.stopStateListener = this.deps.state.subscribe("device:", (change) => {
-      if (change.transition === "restore") this.applyRestored(change.key.slice("device:".length), change.new);
-    });
-    this.timings = { restoreMs: performance.now() - started };
-    this.log.info({ devices: this.devices.size, restored: restoredCount, ...this.timings }, "device states restored");
-    this.accepting = true;
-    for (const [id, device] of this.devices) {
-      this.deps.bus.emit("device.state", {
-        deviceId: id,
-        state: device.state,
-        changed: Object.keys(device.state),
-        restored: true,
-        source: "restore",
-      });
-    }
+    return restoredCount;
   }
 
   /** Stops accepting actions, lets queued ones finish and commit, then shuts drivers down. */
@@ -213,6 +240,7 @@ export class DeviceManager {
   async performAction(id: string, action: string, params: unknown, source: ChangeSource): Promise<DeviceStateView> {
     const device = this.require(id);
     if (!this.accepting) {
+      if (this.refusal) throw new ServiceUnavailableError("standby", this.refusal);
       throw new ServiceUnavailableError("not_ready", "the bridge is not accepting actions right now");
     }
     const schema = device.params.get(action);
@@ -287,8 +315,11 @@ export class DeviceManager {
     return view(id, device);
   }
 
-  /** A restored `device:<id>` value becomes the device's state, in order with its actions. */
-  private applyRestored(id: string, value: JsonObject | null): void {
+  /**
+   * A `device:<id>` value written outside this manager (a recovery point, a backup
+   * restore, the active bridge of a pair) becomes the device's state, in order with its actions.
+   */
+  private applyStored(id: string, value: JsonObject | null, source: "restore" | "peer"): void {
     const device = this.devices.get(id);
     if (!device) return;
     void this.queue.run(id, async () => {
@@ -301,13 +332,14 @@ export class DeviceManager {
       device.state = state?.success ? state.data : device.driver.defaultState();
       device.updatedAt = Date.now();
       device.storedByNewer = false;
-      this.log.info({ device: id }, "device state restored from a recovery point or backup");
+      // A peer's change is routine (one per action it runs); only restores are news.
+      if (source === "restore") this.log.info({ device: id }, "device state restored from a recovery point or backup");
       this.deps.bus.emit("device.state", {
         deviceId: id,
         state: device.state,
         changed: Object.keys(device.state),
         restored: false,
-        source: "restore",
+        source,
       });
     });
   }

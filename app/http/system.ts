@@ -8,7 +8,7 @@ import { redactUrl } from "../shared/urls.js";
 import { STORAGE_FAILURES } from "./errors.js";
 
 const healthSchema = z.object({
-  status: z.enum(["ok", "starting", "degraded", "stopping", "failed"]),
+  status: z.enum(["ok", "standby", "starting", "degraded", "stopping", "failed"]),
   version: z.string(),
   uptime_s: z.number(),
   phase: z.string(),
@@ -21,6 +21,15 @@ const healthSchema = z.object({
     /** Set while writes fail (the last commit failed); null once one succeeds again. */
     write_error: z.object({ code: z.string(), message: z.string(), since: z.string() }).nullable(),
   }),
+  /** One of an active/standby pair: which it is, its fencing epoch, and who is active while it waits; null without a pair. */
+  lease: z
+    .object({
+      role: z.enum(["active", "standby"]),
+      epoch: z.number().int().nullable(),
+      active_holder: z.string().nullable(),
+      since: z.string(),
+    })
+    .nullable(),
   mqtt: z.object({ connected: z.boolean(), url: z.string(), connects: z.number(), embedded: z.boolean() }),
   devices: z.number(),
   scenario: z.string().nullable(),
@@ -64,6 +73,12 @@ function storageError(bridge: Bridge): { code: string; message: string; since: s
   };
 }
 
+function leaseView(bridge: Bridge) {
+  const lease = bridge.lease;
+  if (!lease) return null;
+  return { role: lease.role, epoch: lease.epoch, active_holder: lease.activeHolder, since: lease.since };
+}
+
 function lastBackup(bridge: Bridge) {
   const result = bridge.backups?.lastResult;
   if (!result) return null;
@@ -96,6 +111,8 @@ function healthStatus(bridge: Bridge): z.infer<typeof healthSchema>["status"] {
   switch (bridge.phase) {
     case "ready":
       return readiness(bridge).length === 0 ? "ok" : "degraded";
+    case "standby":
+      return "standby";
     case "failed":
       return "failed";
     case "stopping":
@@ -133,6 +150,7 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
           path: bridge.backend.kind === "sqlite" ? bridge.config.system.persistence.db_path : bridge.backend.description,
           write_error: storageError(bridge),
         },
+        lease: leaseView(bridge),
         mqtt: {
           connected: bridge.mqtt.connected,
           url: redactUrl(bridge.mqtt.url),

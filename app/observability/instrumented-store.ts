@@ -23,10 +23,14 @@ export class InstrumentedStateStore implements StateStore {
   ) {
     const count = inner.count?.bind(inner);
     if (count) this.count = (prefix) => this.timed("count", prefix, () => count(prefix));
+    this.watch = inner.watch?.bind(inner);
+    this.lockKey = inner.lockKey?.bind(inner);
   }
 
   /** Present when the wrapped store has it. */
   readonly count?: (prefix?: string) => Promise<number>;
+  readonly watch?: StateStore["watch"];
+  readonly lockKey?: StateStore["lockKey"];
 
   private async timed<T>(op: StateOp, keyOrPrefix: string | undefined, run: () => Promise<T>): Promise<T> {
     const namespace = this.metrics.namespaceLabel(keyOrPrefix);

@@ -189,6 +189,26 @@ export class BridgeMetrics {
   }
 
   /** Adds (or replaces) live sources read at scrape time. */
+  /** Only a bridge of an active/standby pair has a lease: the gauges exist only there, never as a misleading 0. */
+  registerLease(lease: () => { active: boolean; epoch: number | null }): void {
+    new Gauge({
+      name: "wb_bridge_lease_active",
+      help: "1 while this bridge of an active/standby pair holds the lease (drives the devices), 0 while it stands by.",
+      registers: [this.registry],
+      collect() {
+        this.set(lease().active ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "wb_bridge_lease_epoch",
+      help: "The lease epoch (fencing token) this bridge of a pair holds; 0 while it stands by.",
+      registers: [this.registry],
+      collect() {
+        this.set(lease().epoch ?? 0);
+      },
+    });
+  }
+
   setSources(sources: MetricSources): void {
     this.sources = { ...this.sources, ...sources };
   }

@@ -95,6 +95,9 @@ export class ScenarioManager implements ScenarioCommands {
   private readonly wb: ScenarioWbDevice | null;
   private current: ScenarioState | null = null;
   private accepting = false;
+  /** Why switches are refused while this bridge is a standby; null otherwise. */
+  private refusal: string | null = null;
+  private stopFollowing: (() => void) | null = null;
 
   constructor(private readonly deps: ScenarioManagerDeps) {
     this.byId = new Map(deps.scenarios.map((s) => [s.scenario_id, s]));
@@ -120,26 +123,49 @@ export class ScenarioManager implements ScenarioCommands {
    */
   async initialize(): Promise<void> {
     if (this.accepting) return;
-    const stored = await this.deps.state.read(SCENARIO_LAST_KEY, scenarioStateSchema);
-    if (stored.status === "ok") {
-      const id = stored.value.scenario_id;
-      if (id === null || this.byId.has(id)) {
-        this.current = stored.value;
-        this.log.info({ scenario: id }, id === null ? "no scenario was active" : "last scenario restored");
-      } else {
-        this.log.warn({ key: SCENARIO_LAST_KEY, scenario: id }, "last scenario is no longer configured");
-      }
-    } else if (stored.status === "invalid") {
-      this.log.warn({ key: SCENARIO_LAST_KEY }, "stored scenario state is unreadable; no scenario active (row kept)");
-    }
+    this.stopFollowing?.();
+    this.stopFollowing = null;
+    this.refusal = null;
+    await this.restoreLast(true);
     this.warnAboutConditionFields();
     this.accepting = true;
     await this.wb?.start(this.activeScenario());
   }
 
+  /**
+   * A standby's view: `scenario:last` as the active bridge of the pair commits it, with
+   * every switch refused with `refusal`. initialize() later takes over from the store.
+   */
+  async follow(refusal: string): Promise<void> {
+    if (this.accepting) return;
+    this.refusal = refusal;
+    await this.restoreLast(false);
+    this.stopFollowing?.();
+    this.stopFollowing = this.deps.state.subscribe(SCENARIO_LAST_KEY, (change) => {
+      if (change.external) return this.restoreLast(false);
+    });
+  }
+
+  private async restoreLast(report: boolean): Promise<void> {
+    const stored = await this.deps.state.read(SCENARIO_LAST_KEY, scenarioStateSchema);
+    if (stored.status === "ok") {
+      const id = stored.value.scenario_id;
+      if (id === null || this.byId.has(id)) {
+        this.current = stored.value;
+        if (report) this.log.info({ scenario: id }, id === null ? "no scenario was active" : "last scenario restored");
+      } else if (report) {
+        this.log.warn({ key: SCENARIO_LAST_KEY, scenario: id }, "last scenario is no longer configured");
+      }
+    } else if (stored.status === "invalid" && report) {
+      this.log.warn({ key: SCENARIO_LAST_KEY }, "stored scenario state is unreadable; no scenario active (row kept)");
+    }
+  }
+
   /** Stops accepting changes, waits for a running one to finish, removes the WB device's hooks. */
   async shutdown(): Promise<void> {
     this.accepting = false;
+    this.stopFollowing?.();
+    this.stopFollowing = null;
     await this.queue.drain();
     await this.wb?.stop();
   }
@@ -302,6 +328,7 @@ export class ScenarioManager implements ScenarioCommands {
 
   private assertAccepting(): void {
     if (!this.accepting) {
+      if (this.refusal) throw new ServiceUnavailableError("standby", this.refusal);
       throw new ServiceUnavailableError("not_ready", "the bridge is not accepting scenario changes right now");
     }
   }

@@ -3,8 +3,8 @@ import type { z } from "zod";
 import type { persistenceConfigSchema } from "../config/system.js";
 import { BackupManager, type BackupResult, restoreNewestBackup } from "./backups.js";
 import type { ValueCodec } from "./codec.js";
-import { acquireDbLock, type DbLock } from "./lock.js";
-import { acquirePgLock } from "./postgres-lock.js";
+import { acquireDbLock, type DbLock, type Lease } from "./lock.js";
+import { acquirePgLock, openPgLease } from "./postgres-lock.js";
 import { describePg, type PostgresConnectionOptions, PostgresStateStore } from "./postgres-store.js";
 import { SQLiteStateStore } from "./sqlite-store.js";
 import type { CommitInfo, StateStore } from "./store.js";
@@ -41,6 +41,11 @@ export interface StateBackend {
   readonly backups: BackupManager | null;
   /** Takes the exclusive hold on the data; null when the backend needs none. */
   lock(): Promise<DbLock | null>;
+  /**
+   * Present instead of an exclusive hold when the bridge is one of an active/standby pair:
+   * opens the lease (after the store), which is held at once or waited for.
+   */
+  readonly openLease?: () => Promise<Lease>;
   /** After the store found its file damaged: the newest good backup put in its place, or null. */
   restoreAfterCorruption(): Promise<{ file: string; created_at: string } | null>;
 }
@@ -107,14 +112,17 @@ function postgresBackend(options: BackendOptions): StateBackend {
     history: options.history,
     log: log.child({ module: "store" }),
     onCommit: options.onCommit,
+    onFenced: options.onLockLost,
   });
+  const lockOptions = { ...connection, log: log.child({ module: "lock" }), onLost: options.onLockLost };
   return {
     kind: "postgres",
     store,
     description: describePg(connection),
     // The server's own backups (pg_dump, base backups, replicas) cover it.
     backups: null,
-    lock: () => acquirePgLock({ ...connection, log: log.child({ module: "lock" }), onLost: options.onLockLost }),
+    lock: () => acquirePgLock(lockOptions),
+    ...(persistence.postgres.pair ? { openLease: () => openPgLease({ ...lockOptions, onActive: (epoch) => store.setFence(epoch) }) } : {}),
     restoreAfterCorruption: async () => null,
   };
 }

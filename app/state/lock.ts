@@ -8,6 +8,27 @@ export interface DbLock {
   release(): Promise<void>;
 }
 
+/** Where a bridge of an active/standby pair stands. */
+export interface LeaseStatus {
+  role: "active" | "standby";
+  /** The fencing token this bridge's commits carry while active; null while standby. */
+  epoch: number | null;
+  /** Who is active, while this bridge waits (never carries a password). */
+  activeHolder: string | null;
+  /** When the role last changed. */
+  since: string;
+}
+
+/**
+ * The hold of a pair: taken at once when free, else waited for while this bridge stands
+ * by. Releasing it (or the process dying) hands it to the standby.
+ */
+export interface Lease extends DbLock {
+  readonly status: LeaseStatus;
+  /** Resolves with the epoch once this bridge holds the lease. */
+  whenActive(): Promise<number>;
+}
+
 /** Who holds a lock, as the holder recorded it in `<db>.lock.json`. */
 export interface LockHolder {
   pid: number;

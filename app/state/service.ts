@@ -6,6 +6,7 @@ import type { JsonObject } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import { deepMerge, getPath } from "./merge.js";
 import {
+  type ExternalChange,
   type HistoryEntry,
   type HistoryRetention,
   isUndecodable,
@@ -41,6 +42,11 @@ export interface StateChange {
   transition: Transition;
   source: string;
   actor: string | null;
+  /**
+   * Committed by another bridge sharing the store; `old` is then unknown (null) and `new`
+   * is the value read back after the notification.
+   */
+  external?: true;
 }
 
 export type StateListener = (change: StateChange) => void | Promise<void>;
@@ -139,6 +145,7 @@ export class StateService {
   private readonly listeners = new Map<string, Set<StateListener>>();
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
+  private stopWatching: (() => void) | null = null;
 
   constructor(
     readonly store: StateStore,
@@ -155,15 +162,44 @@ export class StateService {
 
   /** Starts TTL sweeping and history retention; stop() ends them. */
   start(): void {
+    this.watchOthers();
     const interval = this.options.maintenanceIntervalMs ?? 60_000;
     if (this.timer || interval <= 0) return;
     this.timer = setInterval(() => void this.maintain(), interval);
     this.timer.unref();
   }
 
+  /**
+   * Tells listeners about changes other bridges commit to a shared store. A standby calls
+   * only this: it follows the active bridge but must not sweep or prune behind its back.
+   */
+  watchOthers(): void {
+    if (this.stopWatching || !this.store.watch) return;
+    this.stopWatching = this.store.watch((change) => void this.applyExternal(change));
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopWatching?.();
+    this.stopWatching = null;
+  }
+
+  private async applyExternal(change: ExternalChange): Promise<void> {
+    const { key } = change;
+    // What this bridge last wrote is no longer the current entry.
+    this.written.delete(key);
+    let value: JsonObject | null = null;
+    if (!change.deleted) {
+      try {
+        value = (await this.store.getEntry(key))?.value ?? null;
+      } catch (err) {
+        this.log.warn({ key, err: err instanceof Error ? err.message : String(err) }, "cannot read a change made by another bridge");
+        return;
+      }
+    }
+    const transition = change.transition ?? (value === null ? "delete" : "update");
+    this.notify({ key, old: null, new: value, transition, source: change.source, actor: change.actor, external: true });
   }
 
   /** One round of expiry and history retention; errors are logged, never thrown. */
@@ -250,6 +286,22 @@ export class StateService {
     });
   }
 
+  /**
+   * A read-modify-write of `key`: queued behind this process's others, and held against
+   * other bridges' where the store can lock a key. Device and scenario records skip the
+   * second part: only the bridge that drives the devices writes them.
+   */
+  private exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(key, async () => {
+      const release = this.store.lockKey ? await this.store.lockKey(key) : null;
+      try {
+        return await fn();
+      } finally {
+        await release?.();
+      }
+    });
+  }
+
   private lastWritten(key: string): StoredEntry | undefined {
     const entry = this.written.get(key);
     return entry && (entry.expiresAt === null || entry.expiresAt > this.now()) ? entry : undefined;
@@ -271,7 +323,7 @@ export class StateService {
 
   async remove(key: string, options: ChangeOptions = { source: "internal" }): Promise<boolean> {
     assertValidKey(key);
-    return this.locks.run(key, async () => {
+    return this.exclusive(key, async () => {
       const current = await this.store.getEntry(key);
       if (current === null) return false;
       this.checkIfMatch(key, current, options.ifMatch);
@@ -293,7 +345,7 @@ export class StateService {
 
   async set(key: string, value: JsonObject, options: ChangeOptions): Promise<StateEntryView> {
     assertValidKey(key);
-    return this.locks.run(key, async () => {
+    return this.exclusive(key, async () => {
       const current = await this.store.getEntry(key);
       return view(await this.commit(key, current, value, options));
     });
@@ -302,7 +354,7 @@ export class StateService {
   /** Deep-merges `patch` into the stored value (objects merge, arrays and scalars replace, null deletes). */
   async update(key: string, patch: JsonObject, options: ChangeOptions): Promise<StateEntryView> {
     assertValidKey(key);
-    return this.locks.run(key, async () => {
+    return this.exclusive(key, async () => {
       const current = await this.store.getEntry(key);
       let base: JsonObject = {};
       if (current) {

@@ -1,0 +1,119 @@
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { AppConfig } from "../../app/config/loader.js";
+import type { DeviceStateEvent } from "../../app/devices/events.js";
+import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
+import { type RunningApp, startApp } from "../helpers/app.js";
+import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
+import { startTestBroker } from "../helpers/mqtt.js";
+import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema } from "../helpers/postgres.js";
+
+const ready = await requirePostgres();
+
+/**
+ * Two bridges in one process on one PostgreSQL schema, as an active/standby pair: the
+ * second stands by, follows the first's commits, refuses actions, and takes over when the
+ * first stops. The kill -9 case with real processes is in test/fault/postgres-failover.test.ts.
+ */
+describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let broker: EmbeddedBroker;
+  let schema: string;
+  const running: RunningApp[] = [];
+
+  async function config(): Promise<AppConfig> {
+    return testConfig(
+      dir.path,
+      broker.url,
+      {
+        system: {
+          mqtt: { client_id: `bridge-${Math.random().toString(16).slice(2)}`, reconnect_min_ms: 100 },
+          persistence: { backend: "postgres", postgres: { schema, pair: true }, db_path: join(dir.path, "unused.db") },
+          logging: { level: "silent" },
+          rate_limit: { max: 0 },
+        },
+        devices: [simulatedDevice("tv"), simulatedDevice("amp")],
+        scenarios: [
+          {
+            scenario_id: "music",
+            name: "Music",
+            devices: ["amp"],
+            startup: [{ device: "amp", action: "power_on" }],
+            shutdown: [{ device: "amp", action: "power_off" }],
+          },
+        ],
+      },
+      { STATE_DATABASE_URL: TEST_POSTGRES_URL },
+    );
+  }
+
+  async function start(): Promise<RunningApp> {
+    const r = await startApp(await config());
+    running.push(r);
+    return r;
+  }
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    broker = await startTestBroker();
+    schema = uniqueSchema("pair");
+  });
+
+  afterEach(async () => {
+    for (const r of running.splice(0)) await r.app.close();
+    await broker.close();
+    await dropSchema(schema);
+    await dir.remove();
+  });
+
+  it("the second bridge stands by, shows the active one's changes, refuses actions, and takes over when it stops", async () => {
+    const a = await start();
+    const b = await start();
+    expect(a.app.bridge.phase).toBe("ready");
+    expect(b.app.bridge.phase).toBe("standby");
+
+    const healthA = (await a.app.inject({ method: "GET", url: "/health" })).json();
+    const healthB = (await b.app.inject({ method: "GET", url: "/health" })).json();
+    expect(healthA.lease).toMatchObject({ role: "active", epoch: 1, active_holder: null });
+    expect(healthB).toMatchObject({ status: "standby", phase: "standby", lease: { role: "standby", epoch: null } });
+    expect(healthB.lease.active_holder).toMatch(/^wb-bridge@[^ ]+:\d+ \(server backend pid \d+/);
+    const metricsB = (await b.app.inject({ method: "GET", url: "/metrics" })).body;
+    expect(metricsB).toMatch(/^wb_bridge_lease_active 0$/m);
+    expect((await a.app.inject({ method: "GET", url: "/metrics" })).body).toMatch(/^wb_bridge_lease_active 1$/m);
+    expect((await b.app.inject({ method: "GET", url: "/health/ready" })).statusCode).toBe(503);
+
+    // The standby drives nothing: actions and switches are refused, naming the active bridge.
+    const refused = await b.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "power_on" } });
+    expect(refused.statusCode).toBe(503);
+    expect(refused.json()).toMatchObject({ error: { code: "standby" } });
+    expect(refused.json().error.message).toContain(healthB.lease.active_holder);
+    const refusedSwitch = await b.app.inject({ method: "POST", url: "/scenario/switch", payload: { id: "music" } });
+    expect(refusedSwitch.statusCode).toBe(503);
+
+    // A change on the active bridge reaches the standby's listeners (and so its SSE stream) and reads.
+    const followed = new Promise<DeviceStateEvent>((resolve) => {
+      const off = b.app.bridge.bus.on("device.state", (e) => {
+        if (e.deviceId === "tv" && e.source === "peer") {
+          off();
+          resolve(e);
+        }
+      });
+    });
+    const act = await a.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 33 } } });
+    expect(act.statusCode).toBe(200);
+    expect((await followed).state).toMatchObject({ volume: 33 });
+    expect((await b.app.inject({ method: "GET", url: "/devices/tv/state" })).json().state).toMatchObject({ volume: 33 });
+    expect((await a.app.inject({ method: "POST", url: "/scenario/switch", payload: { id: "music" } })).statusCode).toBe(200);
+
+    // The active one stops: the standby takes over with every acknowledged change.
+    await a.app.close();
+    running.splice(running.indexOf(a), 1);
+    await b.app.bridge.driving;
+    expect(b.app.bridge.phase).toBe("ready");
+    expect(b.app.bridge.lease).toMatchObject({ role: "active", epoch: 2 });
+    expect((await b.app.inject({ method: "GET", url: "/devices/tv/state" })).json().state).toMatchObject({ volume: 33 });
+    expect((await b.app.inject({ method: "GET", url: "/scenario/state" })).json()).toMatchObject({ scenario_id: "music" });
+    const after = await b.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 34 } } });
+    expect(after.statusCode).toBe(200);
+  });
+});
