@@ -116,4 +116,32 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
     const after = await b.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 34 } } });
     expect(after.statusCode).toBe(200);
   });
+
+  it("1,000 concurrent partial updates of the same keys through both bridges: none is lost", async () => {
+    const a = await start();
+    const b = await start();
+    expect(b.app.bridge.phase).toBe("standby");
+    const keys = ["test:shared-a", "test:shared-b"];
+    const N = 1000;
+    // 64 requests in flight at a time, alternating bridges and keys, each adding its own field.
+    let next = 0;
+    const failures: string[] = [];
+    const worker = async () => {
+      for (let i = next++; i < N; i = next++) {
+        const app = i % 2 === 0 ? a.app : b.app;
+        const key = keys[Math.floor(i / 2) % 2]!;
+        const res = await app.inject({ method: "PATCH", url: `/state/${key}`, payload: { fields: { [`f${i}`]: i } } });
+        if (res.statusCode !== 200) failures.push(`${i}: ${res.statusCode} ${res.body}`);
+      }
+    };
+    await Promise.all(Array.from({ length: 64 }, worker));
+    expect(failures).toEqual([]);
+    const merged: Record<string, number> = {};
+    for (const key of keys) {
+      const value = (await a.app.inject({ method: "GET", url: `/state/${key}` })).json().value as { fields: Record<string, number> };
+      Object.assign(merged, value.fields);
+    }
+    expect(Object.keys(merged)).toHaveLength(N);
+    for (let i = 0; i < N; i++) expect(merged[`f${i}`]).toBe(i);
+  }, 60_000);
 });
