@@ -6,7 +6,9 @@
  */
 import { performance } from "node:perf_hooks";
 import pg from "pg";
+import { createLogger } from "../../app/observability/logger.js";
 import { PostgresStateStore } from "../../app/state/postgres-store.js";
+import { StateService } from "../../app/state/service.js";
 import { dropSchema, postgresUnavailable, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
 import { fmt, summarize } from "./stats.js";
 
@@ -65,11 +67,45 @@ async function main(): Promise<void> {
     line(`store: PostgresStateStore.set, ${CONCURRENCY} writers`, await timed(OPS, CONCURRENCY, write));
     const reads = await timed(OPS, 1, (i) => store.get(`device:d${i % 100}`).then(() => undefined));
     line("store: get (direct, no cache), 1 reader", reads);
+    await notificationLatency(schema);
   } finally {
     await pool.end();
     await store.close();
     await dropSchema(schema);
   }
+}
+
+/**
+ * From the start of a write on one bridge to a listener of another bridge's StateService
+ * hearing of it (commit, NOTIFY, the read-back of the value): what the standby of a pair
+ * and its SSE clients wait for. One write at a time, so each sample is one change.
+ */
+async function notificationLatency(schema: string): Promise<void> {
+  const writer = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+  const follower = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+  await Promise.all([writer.initialize(), follower.initialize()]);
+  const service = new StateService(follower, createLogger("silent"));
+  service.watchOthers();
+  await follower.whenListening();
+  const samples: number[] = [];
+  try {
+    let heard: (() => void) | null = null;
+    service.subscribe("device:", () => heard?.());
+    for (let i = 0; i < Math.min(OPS, 1000); i++) {
+      const t0 = performance.now();
+      const arrived = new Promise<void>((resolve) => {
+        heard = resolve;
+      });
+      await writer.set(`device:n${i % 10}`, { driver: "simulated", version: 1, state: { volume: i % 100 } });
+      await arrived;
+      samples.push(performance.now() - t0);
+    }
+  } finally {
+    service.stop();
+    await Promise.all([writer.close(), follower.close()]);
+  }
+  const s = summarize(samples);
+  console.log(`${"change seen by another bridge's listener".padEnd(46)} ${String(samples.length).padStart(8)} changes  p50 ${fmt(s.p50, 3)} ms   p99 ${fmt(s.p99, 3)} ms`);
 }
 
 await main();
