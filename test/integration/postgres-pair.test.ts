@@ -6,7 +6,7 @@ import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
-import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema } from "../helpers/postgres.js";
+import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
 
 const ready = await requirePostgres();
 
@@ -144,4 +144,21 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
     expect(Object.keys(merged)).toHaveLength(N);
     for (let i = 0; i < N; i++) expect(merged[`f${i}`]).toBe(i);
   }, 60_000);
+
+  it("a bridge whose lease has moved on cannot commit: the action fails, nothing is stored, and the bridge stops", async () => {
+    const a = await start();
+    const fatal = new Promise<string>((resolve) => a.app.bridge.onFatal(resolve));
+    expect(
+      (await a.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 20 } } })).statusCode,
+    ).toBe(200);
+    // What another bridge does when it takes the lease while this one is cut off from the server.
+    await withClient(TEST_POSTGRES_URL, (c) => c.query(`UPDATE ${schema}.state_lease SET epoch = epoch + 1`));
+    const res = await a.app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 21 } } });
+    expect(res.statusCode).toBeGreaterThanOrEqual(500);
+    expect(await fatal).toContain("has moved to another bridge");
+    const stored = await withClient(TEST_POSTGRES_URL, (c) =>
+      c.query<{ value: string }>(`SELECT value FROM ${schema}.state_store WHERE key = 'device:tv'`),
+    );
+    expect(JSON.parse(stored.rows[0]!.value)).toMatchObject({ state: { volume: 20 } });
+  });
 });
