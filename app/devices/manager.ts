@@ -135,11 +135,27 @@ export class DeviceManager {
     this.refusal = refusal;
     await this.load();
     this.stopStateListener?.();
-    this.stopStateListener = this.deps.state.subscribe("device:", (change) => {
+    const stopChanges = this.deps.state.subscribe("device:", (change) => {
       if (change.external || change.transition === "restore") {
         this.applyStored(change.key.slice("device:".length), change.new, change.external ? "peer" : "restore");
       }
     });
+    const stopGaps = this.deps.state.onGap(() => void this.reread());
+    this.stopStateListener = () => {
+      stopChanges();
+      stopGaps();
+    };
+  }
+
+  /** Every device's stored value again, applied like a peer's change (after notifications were missed). */
+  private async reread(): Promise<void> {
+    try {
+      for (const [key, result] of await this.deps.state.readAll("device:", storedDeviceRecordSchema)) {
+        if (result.status === "ok") this.applyStored(key.slice("device:".length), result.value, "peer");
+      }
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, "cannot re-read device states");
+    }
   }
 
   /** Every configured device with its driver built and its stored state (or its default); returns how many were restored. */
@@ -329,7 +345,10 @@ export class DeviceManager {
         this.log.warn({ key: deviceKey(id) }, "restored device state fails the driver schema; kept the current state");
         return;
       }
-      device.state = state?.success ? state.data : device.driver.defaultState();
+      const next = state?.success ? state.data : device.driver.defaultState();
+      // A re-read after missed notifications finds most devices as they were.
+      if (source === "peer" && JSON.stringify(next) === JSON.stringify(device.state)) return;
+      device.state = next;
       device.updatedAt = Date.now();
       device.storedByNewer = false;
       // A peer's change is routine (one per action it runs); only restores are news.

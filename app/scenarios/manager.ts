@@ -141,9 +141,14 @@ export class ScenarioManager implements ScenarioCommands {
     this.refusal = refusal;
     await this.restoreLast(false);
     this.stopFollowing?.();
-    this.stopFollowing = this.deps.state.subscribe(SCENARIO_LAST_KEY, (change) => {
+    const stopChanges = this.deps.state.subscribe(SCENARIO_LAST_KEY, (change) => {
       if (change.external) return this.restoreLast(false);
     });
+    const stopGaps = this.deps.state.onGap(() => void this.restoreLast(false).catch(() => undefined));
+    this.stopFollowing = () => {
+      stopChanges();
+      stopGaps();
+    };
   }
 
   private async restoreLast(report: boolean): Promise<void> {

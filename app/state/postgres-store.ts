@@ -150,6 +150,9 @@ export class PostgresStateStore implements StateStore {
   private readonly channel: string;
   private fence: number | null = null;
   private readonly watchers = new Set<(change: ExternalChange) => void>();
+  private readonly gapWatchers = new Set<() => void>();
+  /** Set once a LISTEN has succeeded: every later one follows a time when nothing was heard. */
+  private listenedBefore = false;
   private listener: pg.Client | null = null;
   private listenRetry: NodeJS.Timeout | null = null;
   private listening: Promise<void> = Promise.resolve();
@@ -222,11 +225,13 @@ export class PostgresStateStore implements StateStore {
     return this.listening;
   }
 
-  watch(listener: (change: ExternalChange) => void): () => void {
+  watch(listener: (change: ExternalChange) => void, onGap?: () => void): () => void {
     this.watchers.add(listener);
+    if (onGap) this.gapWatchers.add(onGap);
     if (this.open && !this.listener) this.listening = this.listen();
     return () => {
       this.watchers.delete(listener);
+      if (onGap) this.gapWatchers.delete(onGap);
     };
   }
 
@@ -254,7 +259,7 @@ export class PostgresStateStore implements StateStore {
     };
   }
 
-  /** A LISTEN connection of its own; reconnects after a drop (changes made meanwhile are not replayed). */
+  /** A LISTEN connection of its own; reconnects after a drop, then tells the gap watchers. */
   private async listen(): Promise<void> {
     if (this.listener || !this.open) return;
     const client = new pg.Client(pgClientConfig(this.options));
@@ -269,6 +274,10 @@ export class PostgresStateStore implements StateStore {
     try {
       await client.connect();
       await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`);
+      // Notifications are not queued for a session that is not listening: what was
+      // committed while this one was down is only found by reading again.
+      if (this.listenedBefore) for (const onGap of this.gapWatchers) onGap();
+      this.listenedBefore = true;
     } catch (err) {
       if (this.listener === client) this.listener = null;
       await client.end().catch(() => undefined);

@@ -146,6 +146,7 @@ export class StateService {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
   private stopWatching: (() => void) | null = null;
+  private readonly gapListeners = new Set<() => void>();
 
   constructor(
     readonly store: StateStore,
@@ -175,7 +176,22 @@ export class StateService {
    */
   watchOthers(): void {
     if (this.stopWatching || !this.store.watch) return;
-    this.stopWatching = this.store.watch((change) => void this.applyExternal(change));
+    this.stopWatching = this.store.watch(
+      (change) => void this.applyExternal(change),
+      () => {
+        this.written.clear();
+        this.log.info("changes by other bridges may have been missed; re-reading");
+        for (const listener of this.gapListeners) listener();
+      },
+    );
+  }
+
+  /** Calls `listener` when changes committed by other bridges may have been missed, so what it shows can be read again. */
+  onGap(listener: () => void): () => void {
+    this.gapListeners.add(listener);
+    return () => {
+      this.gapListeners.delete(listener);
+    };
   }
 
   stop(): void {

@@ -110,8 +110,9 @@ export interface StateStore {
   /**
    * Changes committed by other processes sharing the same data (several bridges on one
    * PostgreSQL schema), told after their commit. Stores that only one process uses have none.
+   * `onGap`: changes may have been missed (the channel was down a while); re-read what matters.
    */
-  watch?(listener: (change: ExternalChange) => void): () => void;
+  watch?(listener: (change: ExternalChange) => void, onGap?: () => void): () => void;
   /**
    * Holds `key` against read-modify-writes of other processes until the returned release
    * is called (this process's own callers are already queued per key).

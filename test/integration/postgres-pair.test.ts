@@ -161,4 +161,31 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
     );
     expect(JSON.parse(stored.rows[0]!.value)).toMatchObject({ state: { volume: 20 } });
   });
+
+  it("the standby catches up on changes committed while its notification connection was down", async () => {
+    const a = await start();
+    const b = await start();
+    expect(b.app.bridge.phase).toBe("standby");
+    const caughtUp = new Promise<DeviceStateEvent>((resolve) => {
+      const off = b.app.bridge.bus.on("device.state", (e) => {
+        if (e.deviceId === "amp" && e.source === "peer" && e.state.volume === 61) {
+          off();
+          resolve(e);
+        }
+      });
+    });
+    // Cut the standby's LISTEN session; the change is committed before it listens again.
+    const cut = await withClient(TEST_POSTGRES_URL, (c) =>
+      c.query<{ ok: boolean }>(
+        `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND query LIKE $1 AND application_name LIKE 'wb-bridge@%'`,
+        [`%wb_${schema}%`],
+      ),
+    );
+    // Both bridges listen (the active one hears the standby's writes); either cut shows the gap.
+    expect(cut.rows.length).toBeGreaterThan(0);
+    const act = await a.app.inject({ method: "POST", url: "/devices/amp/action", payload: { action: "volume", params: { level: 61 } } });
+    expect(act.statusCode).toBe(200);
+    expect((await caughtUp).state).toMatchObject({ volume: 61 });
+    expect((await b.app.inject({ method: "GET", url: "/devices/amp/state" })).json().state).toMatchObject({ volume: 61 });
+  });
 });
