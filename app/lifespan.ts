@@ -148,6 +148,8 @@ export class Bridge {
           onCommit: (info) => {
             metrics.observeCommit(info);
             // Health shows failing storage from the first failed commit until one succeeds again.
+            // A stale key lock refuses one write; storage itself is fine.
+            if (info.error?.failure === "stale_lock") return;
             this.writeFailure = info.error
               ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
               : null;

@@ -33,6 +33,12 @@ export const STORAGE_FAILURES: Record<Exclude<WriteFailure, "other">, { status: 
     code: "storage_unavailable",
     message: "the bridge's database server is not reachable; the change was not saved. Retry once it is back.",
   },
+  stale_lock: {
+    status: 409,
+    code: "lock_lost",
+    message:
+      "the lock for this change was lost before it committed (another writer has changed the key since); the change was not saved. Read it again and retry.",
+  },
 };
 
 /**

@@ -36,6 +36,8 @@ export function schemaSql(schema: string): string {
   CREATE TABLE IF NOT EXISTS ${schema}.state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
   -- The fencing token: bumped by each bridge that takes the hold; a commit carrying an
   -- older one is refused, so a bridge that lost its hold cannot overwrite a newer value.
+  -- The newest fencing token of a distributed key lock that wrote each key.
+  CREATE TABLE IF NOT EXISTS ${schema}.state_fence (key TEXT PRIMARY KEY, token BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS ${schema}.state_lease (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     epoch BIGINT NOT NULL,
@@ -46,6 +48,8 @@ export function schemaSql(schema: string): string {
 
 /** SQLSTATE of a commit refused because its fencing token is stale. */
 export const FENCED_SQLSTATE = "WBL01";
+/** SQLSTATE of a write refused because its key lock's fencing token is older than the key's. */
+export const STALE_LOCK_SQLSTATE = "WBL02";
 
 /** The channel other bridges LISTEN on for this schema's commits. */
 export function changeChannel(schema: string): string {
@@ -90,6 +94,18 @@ export function batchSql(
       `DO $fence$ BEGIN IF (SELECT epoch FROM ${schema}.state_lease WHERE id = 1) IS DISTINCT FROM ${lit(extras.fence)} THEN
          RAISE EXCEPTION 'the lease on schema ${schema} has moved to another bridge' USING ERRCODE = '${FENCED_SQLSTATE}';
        END IF; END $fence$;`,
+    );
+  }
+  for (const op of ops) {
+    if (op.fenceToken === undefined) continue;
+    parts.push(
+      `DO $fence$ BEGIN
+         INSERT INTO ${schema}.state_fence (key, token) VALUES (${lit(op.key)}, ${lit(op.fenceToken)})
+           ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token WHERE ${schema}.state_fence.token <= EXCLUDED.token;
+         IF NOT FOUND THEN
+           RAISE EXCEPTION 'the lock on % was lost: a newer holder has written it', ${lit(op.key)} USING ERRCODE = '${STALE_LOCK_SQLSTATE}';
+         END IF;
+       END $fence$;`,
     );
   }
   if (withHistory) parts.push(historySql(schema, ops, now));

@@ -7,7 +7,7 @@ import { errorMessage } from "../shared/errors.js";
 import type { JsonObject } from "../shared/json.js";
 import { redactUrl } from "../shared/urls.js";
 import { plainCodec, type ValueCodec } from "./codec.js";
-import { batchSql, changeChannel, FENCED_SQLSTATE, LOCK_SPACE, SCHEMA_NAME, schemaSql } from "./postgres-sql.js";
+import { batchSql, changeChannel, FENCED_SQLSTATE, LOCK_SPACE, SCHEMA_NAME, STALE_LOCK_SQLSTATE, schemaSql } from "./postgres-sql.js";
 import {
   type CommitInfo,
   type ExternalChange,
@@ -61,7 +61,7 @@ export interface PostgresStateStoreOptions extends PostgresConnectionOptions {
   onFenced?: (reason: string) => void;
 }
 
-type PendingWrite = { ops: EncodedOp[]; resolve: () => void; reject: (err: Error) => void };
+type PendingWrite = { ops: EncodedOp[]; fenced: boolean; resolve: () => void; reject: (err: Error) => void };
 
 const INT8_OID = 20;
 
@@ -100,6 +100,7 @@ export function pgWriteFailure(err: unknown): WriteFailure {
   const code = (err as { code?: unknown } | null)?.code;
   if (code === "53100") return "full";
   if (code === FENCED_SQLSTATE) return "unavailable";
+  if (code === STALE_LOCK_SQLSTATE) return "stale_lock";
   if (code === "25006") return "read_only";
   if (typeof code === "string" && (UNAVAILABLE_CODES.has(code) || code.startsWith("08"))) return "unavailable";
   const message = errorMessage(err);
@@ -370,7 +371,7 @@ export class PostgresStateStore implements StateStore {
       return Promise.reject(err instanceof StoreWriteError ? err : new StoreWriteError(errorMessage(err)));
     }
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ ops: encoded, resolve, reject });
+      this.pending.push({ ops: encoded, fenced: encoded.some((op) => op.fenceToken !== undefined), resolve, reject });
       if (!this.committing) this.committing = this.commitLoop();
     });
   }
@@ -496,11 +497,21 @@ export class PostgresStateStore implements StateStore {
     });
   }
 
+  /**
+   * The next transaction's writes: all pending ones, except that a write under a key lock
+   * commits alone, since a stale fencing token refuses the whole transaction it is in.
+   */
+  private takeBatch(): PendingWrite[] {
+    const fenced = this.pending.findIndex((w) => w.fenced);
+    if (fenced === -1) return this.pending.splice(0);
+    return this.pending.splice(0, fenced === 0 ? 1 : fenced);
+  }
+
   private async commitLoop(): Promise<void> {
     try {
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (this.pending.length > 0) {
-        const batch = this.pending.splice(0);
+        const batch = this.takeBatch();
         const ops = batch.flatMap((w) => w.ops);
         const started = performance.now();
         const report = (ok: boolean, error?: StoreWriteError) => {

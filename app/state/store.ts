@@ -21,6 +21,12 @@ export interface WriteOp {
   version?: number;
   /** Epoch ms after which the key is gone; null or absent: never. */
   expiresAt?: number | null;
+  /**
+   * The fencing token of the distributed key lock this write was made under. A store
+   * shared by several processes refuses it (failure `stale_lock`) once a write with a
+   * newer token has reached the key: its lock was lost (held past its time) meanwhile.
+   */
+  fenceToken?: number;
 }
 
 export interface StoredEntry {
@@ -156,7 +162,8 @@ export class StoreCorruptError extends StateStoreError {
  * `read_only` and `io` (the file system or device failed), `unavailable` (a database
  * server is not reachable; recovers when it is back), `other` (anything else).
  */
-export type WriteFailure = "full" | "read_only" | "io" | "unavailable" | "other";
+/** `stale_lock`: the write's fencing token was older than one the key has seen (see WriteOp.fenceToken). */
+export type WriteFailure = "full" | "read_only" | "io" | "unavailable" | "stale_lock" | "other";
 
 /** A write could not be committed; the value was not stored. */
 export class StoreWriteError extends StateStoreError {

@@ -18,6 +18,7 @@ export interface EncodedOp {
   transition?: Transition;
   source: string;
   actor: string | null;
+  fenceToken?: number;
 }
 
 /** A `state_store` row as both SQL stores read it. */
@@ -63,6 +64,7 @@ export function encodeOp(codec: ValueCodec, op: WriteOp): EncodedOp {
     transition: op.meta?.transition,
     source: op.meta?.source ?? "internal",
     actor: op.meta?.actor ?? null,
+    ...(op.fenceToken === undefined ? {} : { fenceToken: op.fenceToken }),
   };
 }
 

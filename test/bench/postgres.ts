@@ -105,7 +105,9 @@ async function notificationLatency(schema: string): Promise<void> {
     await Promise.all([writer.close(), follower.close()]);
   }
   const s = summarize(samples);
-  console.log(`${"change seen by another bridge's listener".padEnd(46)} ${String(samples.length).padStart(8)} changes  p50 ${fmt(s.p50, 3)} ms   p99 ${fmt(s.p99, 3)} ms`);
+  console.log(
+    `${"change seen by another bridge's listener".padEnd(46)} ${String(samples.length).padStart(8)} changes  p50 ${fmt(s.p50, 3)} ms   p99 ${fmt(s.p99, 3)} ms`,
+  );
 }
 
 await main();

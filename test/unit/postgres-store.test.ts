@@ -78,4 +78,34 @@ describe.runIf(ready)("PostgresStateStore across bridges (one schema, two stores
       await dropSchema(schema);
     }
   });
+
+  it("refuses a write whose key-lock fencing token is older than one the key has seen, alone, leaving the value and other writes alone", async () => {
+    const schema = uniqueSchema("fence");
+    const store = new PostgresStateStore({ url: TEST_POSTGRES_URL, schema });
+    await store.initialize();
+    try {
+      await store.write([{ key: "test:k", value: { by: "holder-5" }, fenceToken: 5 }]);
+      // The same holder may write again under its token.
+      await store.write([{ key: "test:k", value: { by: "holder-5 again" }, fenceToken: 5 }]);
+      // A holder whose lock expired (token 4) resumes after the newer holder wrote; writes
+      // of others in the same moment must still commit.
+      const [stale, other, fresh] = await Promise.allSettled([
+        store.write([{ key: "test:k", value: { by: "holder-4" }, fenceToken: 4 }]),
+        store.write([{ key: "test:other", value: { ok: true } }]),
+        store.write([{ key: "test:k2", value: { by: "holder-1" }, fenceToken: 1 }]),
+      ]);
+      expect(stale.status).toBe("rejected");
+      expect((stale as PromiseRejectedResult).reason).toMatchObject({ failure: "stale_lock" });
+      expect(String((stale as PromiseRejectedResult).reason)).toContain("the lock on test:k was lost");
+      expect(other.status).toBe("fulfilled");
+      expect(fresh.status).toBe("fulfilled");
+      expect(await store.get("test:k")).toEqual({ by: "holder-5 again" });
+      expect(await store.get("test:other")).toEqual({ ok: true });
+      const history = await store.history({ key: "test:k", limit: 10 });
+      expect(history.map((h) => h.new)).toEqual([{ by: "holder-5 again" }, { by: "holder-5" }]);
+    } finally {
+      await store.close();
+      await dropSchema(schema);
+    }
+  });
 });
