@@ -33,7 +33,7 @@ export class BenchMosquitto {
     const conf = join(dir, "mosquitto.conf");
     await writeFile(
       conf,
-      [
+      `${[
         `listener ${port} 127.0.0.1`,
         "allow_anonymous true",
         "set_tcp_nodelay true",
@@ -43,7 +43,7 @@ export class BenchMosquitto {
         "log_type notice",
         "log_type information",
         "log_dest stderr",
-      ].join("\n") + "\n",
+      ].join("\n")}\n`,
     );
     const proc = spawn("mosquitto", ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
     await new Promise<void>((resolve, reject) => {
