@@ -22,7 +22,15 @@ export async function startBridgeChild(
   root: string,
   name: string,
   /** `nodeArgs` go to node itself (e.g. `--cpu-prof` when profiling the bridge under bench load). */
-  options: { devices: number; history?: boolean; encryptionKey?: string; nodeArgs?: string[]; mqttUrl?: string },
+  options: {
+    devices: number;
+    history?: boolean;
+    encryptionKey?: string;
+    nodeArgs?: string[];
+    mqttUrl?: string;
+    /** The state on PostgreSQL: this server and schema instead of a SQLite file. */
+    postgres?: { url: string; schema: string };
+  },
 ): Promise<BridgeUnderTest> {
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const dir = join(root, name);
@@ -35,8 +43,10 @@ export async function startBridgeChild(
     httpPort,
     history: options.history,
     mqttUrl: options.mqttUrl,
+    postgresSchema: options.postgres?.schema,
   });
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
+  if (options.postgres) env.STATE_DATABASE_URL = options.postgres.url;
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
   const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...(options.nodeArgs ?? [])]);
   const httpUrl = `http://127.0.0.1:${httpPort}`;

@@ -26,6 +26,8 @@ export interface BenchConfigOptions {
   history?: boolean;
   /** An external broker (e.g. the bench's private mosquitto) instead of the embedded one. */
   mqttUrl?: string;
+  /** Keep the state in this PostgreSQL schema (the URL comes from STATE_DATABASE_URL) instead of SQLite. */
+  postgresSchema?: string;
 }
 
 /** Writes a config dir (system.json + one file per device) for a bench bridge. */
@@ -36,7 +38,12 @@ export async function writeBenchConfigDir(options: BenchConfigOptions): Promise<
       ? { client_id: "wb-bridge-bench", url: options.mqttUrl, embedded: { enabled: false } }
       : { client_id: "wb-bridge-bench", embedded: { enabled: true, host: "127.0.0.1", port: options.mqttPort ?? 0 } },
     http: { host: "127.0.0.1", port: options.httpPort ?? 0 },
-    persistence: { db_path: dbPath, synchronous: "full", history: { enabled: options.history ?? true } },
+    persistence: {
+      db_path: dbPath,
+      synchronous: "full",
+      history: { enabled: options.history ?? true },
+      ...(options.postgresSchema ? { backend: "postgres", postgres: { schema: options.postgresSchema } } : {}),
+    },
     logging: { level: "warn" },
     // The bench is the only client and sends far more than a person would.
     rate_limit: { max: 0 },
