@@ -221,6 +221,7 @@ export class CachedStateStore implements StateStore {
       return this.inner.getEntry(key);
     }
     const session = this.session;
+    const seenAt = performance.now();
     const genKey = this.genKey(key);
     const valKey = this.valKey(key);
     let reply: Array<string | null>;
@@ -242,11 +243,10 @@ export class CachedStateStore implements StateStore {
       }
     }
     this.event("miss");
-    const readAt = performance.now();
     const entry = await this.inner.getEntry(key);
-    const ttl = entry?.expiresAt != null ? Math.min(this.ttlMs, entry.expiresAt - this.now()) : this.ttlMs;
+    const ttl = entry?.expiresAt != null ? Math.min(this.ttlMs, Math.floor(entry.expiresAt - this.now())) : this.ttlMs;
     // A reconnection in between may be to a restarted Redis, where the epoch and generation seen mean nothing.
-    if (ttl > 0 && this.usable && this.session === session && performance.now() - readAt < FILL_DEADLINE_MS) {
+    if (ttl > 0 && this.usable && this.session === session && performance.now() - seenAt < FILL_DEADLINE_MS) {
       try {
         await this.runScript(client, FILL, [this.epochKey, genKey, valKey], [epoch, gen, tag + this.encode(entry), String(ttl)]);
       } catch (err) {

@@ -154,6 +154,23 @@ describe.runIf(ready)("CachedStateStore (real Redis)", () => {
     expect(b.events).toEqual(["miss", "miss", "hit"]);
   });
 
+  it("disowns what was cached before it opened: a change made to the data while no bridge ran is seen", async () => {
+    const inner = new MemoryStateStore();
+    const first = await start(inner);
+    await first.store.set("device:tv", { v: 1 });
+    expect(await first.store.get("device:tv")).toEqual({ v: 1 });
+    expect(await first.store.get("device:tv")).toEqual({ v: 1 });
+    expect(first.events).toEqual(["miss", "hit"]);
+    await first.store.close();
+    // The CLI (or a bridge that died between its commit and its invalidation) changed it behind the cache.
+    await inner.initialize();
+    await inner.set("device:tv", { v: 2 });
+    expect(await rawValue("device:tv")).not.toBeNull();
+    const next = await start(inner);
+    expect(await next.store.get("device:tv")).toEqual({ v: 2 });
+    expect(next.events).toEqual(["miss"]);
+  });
+
   it("hides a cached entry once its expiry has passed, on the store's clock", async () => {
     let t = Date.parse("2024-05-01T10:00:00.000Z");
     const now = () => t;
