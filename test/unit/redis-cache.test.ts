@@ -268,6 +268,22 @@ describe.runIf(ready)("CachedStateStore (real Redis)", () => {
 
 const withPostgres = ready && (await requirePostgres());
 
+if (withPostgres) {
+  describeStoreContract("postgres + Redis cache", (_dir, now) => {
+    const prefix = uniquePrefix("contract");
+    const schema = uniqueSchema("cachecontract");
+    const make = () => cached(new PostgresStateStore({ url: TEST_POSTGRES_URL, schema, now }), prefix, { now });
+    return {
+      store: make(),
+      reopen: make,
+      cleanup: async () => {
+        await dropSchema(schema);
+        await dropPrefix(prefix);
+      },
+    };
+  });
+}
+
 describe.runIf(withPostgres)("CachedStateStore over PostgreSQL", () => {
   it("invalidates on another process's committed change before telling its own watchers", async () => {
     const schema = uniqueSchema("cache");
