@@ -154,6 +154,38 @@ describe.runIf(ready)("CachedStateStore (real Redis)", () => {
     expect(b.events).toEqual(["miss", "miss", "hit"]);
   });
 
+  it("under concurrent writes and reads on two instances, no read returns a value older than one acknowledged before it began", async () => {
+    const inner = new MemoryStateStore();
+    const a = await start(inner);
+    const b = await start(inner);
+    const keys = ["k:0", "k:1", "k:2"];
+    const acked = new Map(keys.map((k) => [k, 0]));
+    const violations: string[] = [];
+    let written = 0;
+    // Each worker mixes writes and reads, so reads interleave with other workers' writes and follow its own.
+    const worker = async (store: CachedStateStore, offset: number) => {
+      for (let i = 0; i < 240; i++) {
+        const key = keys[(i * 7 + offset) % keys.length] as string;
+        if (i % 3 === offset % 3) {
+          const n = ++written;
+          await store.set(key, { n });
+          // Writes to one key from two workers may resolve out of order: only the largest acknowledged counts.
+          acked.set(key, Math.max(acked.get(key) ?? 0, n));
+        } else {
+          const floor = acked.get(key) ?? 0;
+          const value = await store.get(key);
+          const n = typeof value?.n === "number" ? value.n : 0;
+          if (n < floor) violations.push(`${key}: read ${n} after ${floor} was acknowledged`);
+        }
+      }
+    };
+    await Promise.all([worker(a.store, 0), worker(b.store, 1), worker(a.store, 2), worker(b.store, 4)]);
+    expect(violations).toEqual([]);
+    // The cache was used, not bypassed.
+    expect(b.events.filter((e) => e === "hit").length).toBeGreaterThan(0);
+    expect([...a.events, ...b.events].filter((e) => e === "bypass" || e === "error")).toEqual([]);
+  });
+
   it("disowns what was cached before it opened: a change made to the data while no bridge ran is seen", async () => {
     const inner = new MemoryStateStore();
     const first = await start(inner);
