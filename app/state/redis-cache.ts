@@ -118,6 +118,8 @@ export class CachedStateStore implements StateStore {
   private session = 0;
   private recovering: Promise<void> | null = null;
   private lastRecoverAttempt = Number.NEGATIVE_INFINITY;
+  /** The connection's own error (ECONNREFUSED, ...): connect() only says the connection closed. */
+  private lastError: string | null = null;
   private readonly writes = new Set<Promise<unknown>>();
   private readonly stateWaiters = new Set<{ state: CacheState; resolve: () => void }>();
   private readonly watchers = new Set<(change: ExternalChange) => void>();
@@ -175,13 +177,14 @@ export class CachedStateStore implements StateStore {
     if (this.inner.watch) this.unwatchInner = this.inner.watch((change) => this.onExternalChange(change));
     const client = this.connectClient();
     this.client = client;
+    this.lastError = null;
     try {
       await client.connect();
     } catch (err) {
       // The cache is optional: the bridge runs on its store alone, and ioredis keeps
       // reconnecting in the background.
       this.options.log.warn(
-        { redis: this.redis, err: errorMessage(err) },
+        { redis: this.redis, err: this.lastError ?? errorMessage(err) },
         "Redis state cache not reachable at start; running without it until it answers",
       );
       return;
@@ -371,7 +374,10 @@ export class CachedStateStore implements StateStore {
       connectionName: "wb-bridge-state-cache",
     });
     // Every failed attempt emits one; the state change is logged once, in setDown.
-    client.on("error", (err: Error) => this.setDown(errorMessage(err)));
+    client.on("error", (err: Error) => {
+      this.lastError = errorMessage(err);
+      this.setDown(this.lastError);
+    });
     client.on("close", () => this.setDown("connection closed"));
     client.on("ready", () => {
       this.session += 1;
