@@ -142,6 +142,7 @@ export class Bridge {
           persistence,
           paths: config.paths,
           databaseUrl: config.secrets.databaseUrl,
+          cacheRedisUrl: config.secrets.cacheRedisUrl,
           codec: this.codec,
           history: overrides.history ?? persistence.history.enabled,
           log,
@@ -157,6 +158,7 @@ export class Bridge {
             if (!info.error) this.committed += 1;
           },
           onBackup: (result) => metrics.observeBackup(result),
+          onCache: (event) => metrics.observeCache(event),
           changeCount: () => this.committed,
           onLockLost: (reason) => this.raiseFatal(reason),
         });

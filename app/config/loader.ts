@@ -22,6 +22,8 @@ export interface AppConfig {
     encryptionKeys: string | null;
     /** The PostgreSQL URL (with its password) when `persistence.backend` is `postgres`; null otherwise. */
     databaseUrl: string | null;
+    /** The Redis URL (it may carry a password) when `persistence.cache` is configured; null otherwise. */
+    cacheRedisUrl: string | null;
     /** The HS256 shared secret from the variable `auth.jwt.hs256_secret_env` names; null when unused. */
     jwtSecret: string | null;
   };
@@ -85,6 +87,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
   const overridden = system ? applyEnvOverrides(system, env, problems) : undefined;
   const jwtSecret = overridden ? checkAuth(overridden, env, problems) : null;
   const databaseUrl = overridden ? readDatabaseUrl(overridden, env, problems) : null;
+  const cacheRedisUrl = overridden ? readCacheUrl(overridden, env, problems) : null;
   if (problems.length > 0 || !overridden) throw new ConfigError(problems);
 
   overridden.persistence.db_path = isAbsolute(overridden.persistence.db_path)
@@ -101,7 +104,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<AppCo
     devices,
     scenarios,
     paths: { db: overridden.persistence.db_path, backups },
-    secrets: { encryptionKeys, jwtSecret, databaseUrl },
+    secrets: { encryptionKeys, jwtSecret, databaseUrl, cacheRedisUrl },
   });
 }
 
@@ -223,6 +226,33 @@ function readDatabaseUrl(system: SystemConfig, env: Env, problems: string[]): st
     return null;
   }
   return url;
+}
+
+/** The Redis URL for the state cache, from the variable the config names; never put into a problem message. */
+function readCacheUrl(system: SystemConfig, env: Env, problems: string[]): string | null {
+  const cache = system.persistence.cache;
+  if (!cache) return null;
+  const name = cache.redis_url_env;
+  const url = env[name];
+  if (url === undefined || url === "") {
+    problems.push(`persistence.cache.redis_url_env: environment variable ${name} is not set (persistence.cache is configured)`);
+    return null;
+  }
+  if (!isRedisUrl(url)) {
+    problems.push(`persistence.cache.redis_url_env: ${name} must be a redis:// or rediss:// URL (redis://[user:password@]host:port[/db])`);
+    return null;
+  }
+  return url;
+}
+
+function isRedisUrl(url: string): boolean {
+  if (!/^rediss?:\/\/\S+$/.test(url)) return false;
+  try {
+    const parsed = new URL(url);
+    return parsed.hostname !== "" && /^\/?(\d+)?$/.test(parsed.pathname);
+  } catch {
+    return false;
+  }
 }
 
 /** A port from the environment; unset or empty leaves the configured one. */

@@ -93,6 +93,27 @@ export const postgresConfigSchema = z
   })
   .strict();
 
+export const cacheConfigSchema = z
+  .object({
+    /** Name of the environment variable holding the Redis URL (redis://[user:password@]host:port[/db], or rediss://). */
+    redis_url_env: z.string().min(1).default("STATE_REDIS_URL"),
+    /** Longest a value stays cached; writes invalidate it at once, this only bounds Redis memory. */
+    ttl_s: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3600)
+      .default(300),
+    /** Put before every Redis key: the same for bridges on one data set, different for different data. */
+    key_prefix: z.string().min(1).max(64).default("wb:"),
+    /**
+     * Redis must answer at start: a bridge that cannot reach it stops with exit 1, as for
+     * the database. false: start without the cache and take it up once Redis answers.
+     */
+    required_at_start: z.boolean().default(true),
+  })
+  .strict();
+
 export const persistenceConfigSchema = z
   .object({
     /** `sqlite` (the embedded default: a file under data/) or `postgres` (a server, see `postgres`). */
@@ -116,6 +137,8 @@ export const persistenceConfigSchema = z
     backups: backupConfigSchema.prefault({}),
     encryption: encryptionConfigSchema.prefault({}),
     history: historyConfigSchema.prefault({}),
+    /** A Redis read-through cache in front of the store; absent: none. */
+    cache: cacheConfigSchema.optional(),
   })
   .strict();
 
@@ -181,4 +204,5 @@ export const systemConfigSchema = z
 export type SystemConfig = z.infer<typeof systemConfigSchema>;
 export type MqttConfig = z.infer<typeof mqttConfigSchema>;
 export type LogLevel = z.infer<typeof logLevelSchema>;
+export type CacheConfig = z.infer<typeof cacheConfigSchema>;
 export type AuthConfig = z.infer<typeof authConfigSchema>;

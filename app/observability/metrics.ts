@@ -3,6 +3,7 @@ import type { ActionFailedEvent, DeviceStateEvent } from "../devices/events.js";
 import type { ScenarioShutdownEvent, ScenarioSwitchedEvent } from "../scenarios/state.js";
 import type { EventSource } from "../shared/event-bus.js";
 import type { BackupResult } from "../state/backups.js";
+import type { CacheEvent } from "../state/redis-cache.js";
 
 /** What DeviceManager reports after each action it accepted (known device and action). */
 export interface ActionInfo {
@@ -88,6 +89,12 @@ export class BridgeMetrics {
     help: "Duration of one group-commit transaction, including its fsync.",
     labelNames: ["result"] as const,
     buckets: FAST_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly cacheEvents = new Counter({
+    name: "wb_bridge_state_cache_total",
+    help: "Redis state cache: reads by result (hit, miss, bypass while the cache is off) and failed Redis commands (error).",
+    labelNames: ["result"] as const,
     registers: [this.registry],
   });
   private readonly backups = new Counter({
@@ -246,6 +253,10 @@ export class BridgeMetrics {
     this.commits.inc({ result });
     this.commitSeconds.observe({ result }, info.durationMs / 1000);
     if (info.ok) this.commitBatch.observe(info.writes);
+  }
+
+  observeCache(event: CacheEvent): void {
+    this.cacheEvents.inc({ result: event });
   }
 
   observeBackup(result: BackupResult): void {

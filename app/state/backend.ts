@@ -6,6 +6,7 @@ import type { ValueCodec } from "./codec.js";
 import { acquireDbLock, type DbLock, type Lease } from "./lock.js";
 import { acquirePgLock, openPgLease } from "./postgres-lock.js";
 import { describePg, type PostgresConnectionOptions, PostgresStateStore } from "./postgres-store.js";
+import { CachedStateStore, type CacheEvent } from "./redis-cache.js";
 import { SQLiteStateStore } from "./sqlite-store.js";
 import type { CommitInfo, StateStore } from "./store.js";
 
@@ -17,10 +18,14 @@ export interface BackendOptions {
   paths: { db: string; backups: string };
   /** The PostgreSQL URL (a secret) when the backend is `postgres`. */
   databaseUrl: string | null;
+  /** The Redis URL (a secret) when `persistence.cache` is configured. */
+  cacheRedisUrl?: string | null;
   codec: ValueCodec;
   history: boolean;
   log: Logger;
   onCommit: (info: CommitInfo) => void;
+  /** Each cached read (hit, miss, bypass) and failed Redis command, when the cache is configured. */
+  onCache?: (event: CacheEvent) => void;
   onBackup: (result: BackupResult) => void;
   /** Grows with every committed change; scheduled backups skip when it has not moved. */
   changeCount: () => number;
@@ -51,7 +56,25 @@ export interface StateBackend {
 }
 
 export function createStateBackend(options: BackendOptions): StateBackend {
-  return options.persistence.backend === "postgres" ? postgresBackend(options) : sqliteBackend(options);
+  const backend = options.persistence.backend === "postgres" ? postgresBackend(options) : sqliteBackend(options);
+  return withCache(backend, options);
+}
+
+/** The backend's store behind the Redis read-through cache, when one is configured. */
+function withCache(backend: StateBackend, options: BackendOptions): StateBackend {
+  const cache = options.persistence.cache;
+  if (!cache) return backend;
+  if (!options.cacheRedisUrl) throw new Error("the state cache needs a Redis URL");
+  const store = new CachedStateStore(backend.store, {
+    url: options.cacheRedisUrl,
+    ttlS: cache.ttl_s,
+    keyPrefix: cache.key_prefix,
+    requiredAtStart: cache.required_at_start,
+    codec: options.codec,
+    log: options.log.child({ module: "cache" }),
+    onEvent: options.onCache,
+  });
+  return { ...backend, store, description: `${backend.description}, cached in Redis ${store.redis}` };
 }
 
 /** A store built by the caller (tests of other layers): no lock, no backups. */

@@ -23,7 +23,12 @@ export async function benchActionsOnPostgres(clientCounts: readonly number[], se
     for (const clients of clientCounts) {
       results.set(
         clients,
-        await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, { clients, warmupMs: 1000, measureMs: seconds * 1000, opTimeoutMs: 10_000 }),
+        await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, {
+          clients,
+          warmupMs: 1000,
+          measureMs: seconds * 1000,
+          opTimeoutMs: 10_000,
+        }),
       );
     }
   } finally {

@@ -2,14 +2,22 @@
  * PostgreSQL backend figures beside a same-run baseline: committed writes through
  * PostgresStateStore (group commit, history row in the same transaction) against one
  * autocommitted upsert per round trip with plain `pg`, one writer and 32 concurrent ones.
- * Run: npm run bench:postgres (needs the server of TEST_POSTGRES_URL).
+ * Then reads: store.get straight from PostgreSQL against the same get through the Redis
+ * read-through cache, warm (every key cached), 1 reader and 32.
+ * Last, durable actions through the whole bridge (its bundle in its own process, the
+ * embedded broker, closed-loop MQTT clients) with its state on PostgreSQL, 1 client and 64.
+ * Run: npm run bench:postgres (needs the server of TEST_POSTGRES_URL; the cached rows
+ * also TEST_REDIS_URL's, and are left out with the reason printed when it does not answer).
  */
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { createLogger } from "../../app/observability/logger.js";
 import { PostgresStateStore } from "../../app/state/postgres-store.js";
+import { CachedStateStore, type CacheEvent } from "../../app/state/redis-cache.js";
 import { StateService } from "../../app/state/service.js";
 import { dropSchema, postgresUnavailable, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
+import { dropPrefix, redisUnavailable, TEST_REDIS_URL, uniquePrefix } from "../helpers/redis.js";
+import { benchActionsOnPostgres } from "./postgres-actions.js";
 import { fmt, summarize } from "./stats.js";
 
 const OPS = Number(process.env.BENCH_PG_OPS ?? 3000);
@@ -65,13 +73,19 @@ async function main(): Promise<void> {
     line("store: PostgresStateStore.set, 1 writer", await timed(OPS, 1, write));
     line(`baseline: pg upsert, ${CONCURRENCY} connections`, await timed(OPS, CONCURRENCY, upsert));
     line(`store: PostgresStateStore.set, ${CONCURRENCY} writers`, await timed(OPS, CONCURRENCY, write));
-    const reads = await timed(OPS, 1, (i) => store.get(`device:d${i % 100}`).then(() => undefined));
-    line("store: get (direct, no cache), 1 reader", reads);
+    const read = (i: number) => store.get(`device:d${i % 100}`).then(() => undefined);
+    line("store: get (direct, no cache), 1 reader", await timed(OPS, 1, read));
+    line(`store: get (direct, no cache), ${CONCURRENCY} readers`, await timed(OPS, CONCURRENCY, read));
     await notificationLatency(schema);
+    await cachedReads(store);
   } finally {
     await pool.end();
     await store.close();
     await dropSchema(schema);
+  }
+  const actions = await benchActionsOnPostgres([1, 64], Number(process.env.BENCH_SECONDS ?? 5));
+  for (const [clients, r] of actions) {
+    line(`bridge: durable MQTT actions, ${clients} client(s)`, { perSecond: r.perSecond, p50: r.latency.p50, p99: r.latency.p99 });
   }
 }
 
@@ -108,6 +122,39 @@ async function notificationLatency(schema: string): Promise<void> {
   console.log(
     `${"change seen by another bridge's listener".padEnd(46)} ${String(samples.length).padStart(8)} changes  p50 ${fmt(s.p50, 3)} ms   p99 ${fmt(s.p99, 3)} ms`,
   );
+}
+
+/** The same reads through the Redis cache, every key cached beforehand (warm). */
+async function cachedReads(inner: PostgresStateStore): Promise<void> {
+  const reason = await redisUnavailable();
+  if (reason) {
+    console.log(`cached reads left out: ${reason}`);
+    return;
+  }
+  const prefix = uniquePrefix("bench");
+  const counts = new Map<CacheEvent, number>();
+  const cached = new CachedStateStore(inner, {
+    url: TEST_REDIS_URL,
+    ttlS: 300,
+    keyPrefix: prefix,
+    log: createLogger("silent"),
+    onEvent: (e) => counts.set(e, (counts.get(e) ?? 0) + 1),
+  });
+  // The inner store is already open; initialize() only connects the cache.
+  await cached.initialize();
+  try {
+    if (cached.cacheState !== "up") throw new Error("the Redis cache did not come up");
+    for (let k = 0; k < 100; k++) await cached.get(`device:d${k}`);
+    counts.clear();
+    const read = (i: number) => cached.get(`device:d${i % 100}`).then(() => undefined);
+    line("cached: get (Redis, warm), 1 reader", await timed(OPS, 1, read));
+    line(`cached: get (Redis, warm), ${CONCURRENCY} readers`, await timed(OPS, CONCURRENCY, read));
+    console.log(`cached reads: ${counts.get("hit") ?? 0} hits, ${counts.get("miss") ?? 0} misses, ${counts.get("error") ?? 0} errors`);
+  } finally {
+    // Closes the inner store too; main's close after it is a no-op.
+    await cached.close();
+    await dropPrefix(prefix);
+  }
 }
 
 await main();
