@@ -38,8 +38,8 @@ const healthSchema = z.object({
     keys: z.number().int().nullable(),
     /** The database file plus its WAL, in bytes; null without a database file (in-memory store). */
     db_size_bytes: z.number().int().nullable(),
-    /** Always null: the bridge keeps no read cache (every read goes to SQLite's own page cache). */
-    cache_hit_rate: z.null(),
+    /** Share of single-key reads answered from the Redis cache since start; null without a cache or before its first read. */
+    cache_hit_rate: z.number().min(0).max(1).nullable(),
     encrypted: z.boolean(),
     key_id: z.string().nullable(),
     last_backup: z.object({ at: z.string(), ok: z.boolean(), file: z.string().optional(), error: z.string().optional() }).nullable(),
@@ -162,7 +162,7 @@ export function systemRoutes(bridge: Bridge): FastifyPluginAsyncZod {
         state: {
           keys,
           db_size_bytes: dbSize,
-          cache_hit_rate: null,
+          cache_hit_rate: bridge.metrics.cacheHitRate(),
           encrypted: bridge.codec.encrypted,
           key_id: bridge.codec.keyId,
           last_backup: lastBackup(bridge),

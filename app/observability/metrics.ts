@@ -91,6 +91,7 @@ export class BridgeMetrics {
     buckets: FAST_BUCKETS,
     registers: [this.registry],
   });
+  private readonly cacheReads = { hit: 0, miss: 0, bypass: 0 };
   private readonly cacheEvents = new Counter({
     name: "wb_bridge_state_cache_total",
     help: "Redis state cache: reads by result (hit, miss, bypass while the cache is off) and failed Redis commands (error).",
@@ -257,6 +258,14 @@ export class BridgeMetrics {
 
   observeCache(event: CacheEvent): void {
     this.cacheEvents.inc({ result: event });
+    if (event !== "error") this.cacheReads[event] += 1;
+  }
+
+  /** Cached reads answered from Redis since start, of all reads the cache saw; null before the first. */
+  cacheHitRate(): number | null {
+    const { hit, miss, bypass } = this.cacheReads;
+    const total = hit + miss + bypass;
+    return total === 0 ? null : hit / total;
   }
 
   observeBackup(result: BackupResult): void {

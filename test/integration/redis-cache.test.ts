@@ -66,6 +66,9 @@ describe.runIf(ready)("the bridge with the Redis state cache (real SQLite file, 
     expect(cacheCounter(after, "hit")).toBeGreaterThan(cacheCounter(before, "hit"));
     expect(cacheCounter(after, "miss")).toBeGreaterThan(cacheCounter(before, "miss"));
     expect(cacheCounter(after, "error")).toBe(0);
+    const rate = (await app.inject({ url: "/health" })).json().state.cache_hit_rate as number;
+    expect(rate).toBeGreaterThan(0);
+    expect(rate).toBeLessThan(1);
     expect(r.logs.some((l) => l.includes("Redis state cache connected"))).toBe(true);
   });
 
