@@ -111,6 +111,14 @@ export const cacheConfigSchema = z
      * the database. false: start without the cache and take it up once Redis answers.
      */
     required_at_start: z.boolean().default(true),
+    /**
+     * Read-modify-writes of a store shared by several bridges (partial updates) lock the key
+     * in Redis for at most this long; a holder paused longer loses the lock, and its write
+     * is refused by its fencing token.
+     */
+    lock_ttl_ms: z.number().int().min(100).max(600_000).default(10_000),
+    /** How long a change waits for a key another bridge holds before it is refused (503 lock_timeout). */
+    lock_wait_ms: z.number().int().min(0).max(600_000).default(5000),
   })
   .strict();
 

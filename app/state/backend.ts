@@ -70,6 +70,8 @@ function withCache(backend: StateBackend, options: BackendOptions): StateBackend
     ttlS: cache.ttl_s,
     keyPrefix: cache.key_prefix,
     requiredAtStart: cache.required_at_start,
+    lockTtlMs: cache.lock_ttl_ms,
+    lockWaitMs: cache.lock_wait_ms,
     codec: options.codec,
     log: options.log.child({ module: "cache" }),
     onEvent: options.onCache,

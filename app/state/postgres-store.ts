@@ -14,6 +14,7 @@ import {
   type HistoryEntry,
   type HistoryQuery,
   type HistoryRetention,
+  type KeyLock,
   type ListedEntry,
   type ListOptions,
   type StateDecodeError,
@@ -236,7 +237,8 @@ export class PostgresStateStore implements StateStore {
     };
   }
 
-  async lockKey(key: string): Promise<() => Promise<void>> {
+  /** Not lost to a paused holder: the server keeps it for as long as the connection lives. */
+  async lockKey(key: string): Promise<KeyLock> {
     if (!this.open || !this.lockPool) throw new StoreClosedError("state store is not open");
     const client = await this.lockPool.connect();
     const lock = `${LOCK_SPACE.update}, hashtext($1)`;
@@ -249,14 +251,16 @@ export class PostgresStateStore implements StateStore {
         failure: pgWriteFailure(err),
       });
     }
-    return async () => {
-      try {
-        await client.query(`SELECT pg_advisory_unlock(${lock})`, [key]);
-        client.release();
-      } catch (err) {
-        // A dropped connection has released the lock with it.
-        client.release(err instanceof Error ? err : true);
-      }
+    return {
+      release: async () => {
+        try {
+          await client.query(`SELECT pg_advisory_unlock(${lock})`, [key]);
+          client.release();
+        } catch (err) {
+          // A dropped connection has released the lock with it.
+          client.release(err instanceof Error ? err : true);
+        }
+      },
     };
   }
 

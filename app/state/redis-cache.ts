@@ -6,6 +6,7 @@ import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
 import { redactUrl } from "../shared/urls.js";
 import { plainCodec, type ValueCodec } from "./codec.js";
+import { ACQUIRE_LUA, RELEASE_LUA, RedisKeyLocks, RedisLockUnreachable } from "./redis-lock.js";
 import type {
   ExternalChange,
   HistoryEntry,
@@ -17,7 +18,7 @@ import type {
   StoredEntry,
   WriteOp,
 } from "./store.js";
-import { StoreOpenError } from "./store.js";
+import { type KeyLock, StoreOpenError } from "./store.js";
 
 /** What one cached read or Redis command came to (metrics). `bypass`: the cache was off, the inner store answered. */
 export type CacheEvent = "hit" | "miss" | "bypass" | "error";
@@ -41,6 +42,10 @@ export interface RedisCacheOptions {
   commandTimeoutMs?: number;
   /** Longest wait between reconnect attempts. */
   reconnectMaxMs?: number;
+  /** A key lock's time to live in Redis (a holder paused longer loses it); default 10 s. */
+  lockTtlMs?: number;
+  /** How long a taker waits for a held key lock; default 5 s. */
+  lockWaitMs?: number;
   /** initialize() fails when Redis does not answer (the default runs on the store alone until it does). */
   requiredAtStart?: boolean;
 }
@@ -53,6 +58,9 @@ interface LuaScript {
 function script(lua: string): LuaScript {
   return { lua, sha: createHash("sha1").update(lua).digest("hex") };
 }
+
+const ACQUIRE = script(ACQUIRE_LUA);
+const RELEASE = script(RELEASE_LUA);
 
 /**
  * KEYS[1] = the sequence, then a gen/val pair per key; ARGV[1] = the generation's TTL (ms).
@@ -149,14 +157,25 @@ export class CachedStateStore implements StateStore {
     this.redis = redactUrl(options.url);
     const count = inner.count?.bind(inner);
     if (count) this.count = count;
+    // Only a store that other processes share needs cross-process locks; those are taken
+    // in Redis, with the store's own as the fallback while Redis does not answer.
     const lockKey = inner.lockKey?.bind(inner);
-    if (lockKey) this.lockKey = lockKey;
+    if (lockKey) this.lockKey = (key) => this.lockInRedis(key, lockKey);
+    this.locks = new RedisKeyLocks({
+      keyPrefix: options.keyPrefix,
+      ttlMs: options.lockTtlMs ?? 10_000,
+      waitMs: options.lockWaitMs ?? 5000,
+      scripts: { acquire: ACQUIRE, release: RELEASE },
+      run: (client, s, keys, args) => this.runScript(client, s, keys, args),
+    });
     if (inner.watch) this.watch = (listener, onGap) => this.addWatcher(listener, onGap);
   }
 
   /** Present when the inner store has it. */
   readonly count?: (prefix?: string) => Promise<number>;
-  readonly lockKey?: (key: string) => Promise<() => Promise<void>>;
+  readonly lockKey?: (key: string) => Promise<KeyLock>;
+  private readonly locks: RedisKeyLocks;
+  private lockFallbackLogged = false;
   readonly watch?: StateStore["watch"];
 
   /** `up` while reads are served from Redis. */
@@ -502,6 +521,30 @@ export class CachedStateStore implements StateStore {
       if (!errorMessage(err).startsWith("NOSCRIPT")) throw err;
       return client.eval(s.lua, keys.length, ...keys, ...args);
     }
+  }
+
+  /**
+   * The Redis lock while the cache is up; the store's own otherwise (logged once per
+   * outage). While one process falls back and another does not, the two do not exclude
+   * each other: the README's partition caveat.
+   */
+  private async lockInRedis(key: string, fallback: (key: string) => Promise<KeyLock>): Promise<KeyLock> {
+    const client = this.client;
+    if (client?.status === "ready" && !this.closing) {
+      try {
+        const lock = await this.locks.lock(client, key);
+        this.lockFallbackLogged = false;
+        return lock;
+      } catch (err) {
+        if (!(err instanceof RedisLockUnreachable)) throw err;
+        this.failed("lock", err);
+      }
+    }
+    if (!this.lockFallbackLogged) {
+      this.lockFallbackLogged = true;
+      this.options.log.warn({ key }, "Redis does not answer: key locks fall back to the store's own");
+    }
+    return fallback(key);
   }
 
   private genKey(key: string): string {

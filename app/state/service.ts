@@ -307,13 +307,13 @@ export class StateService {
    * other bridges' where the store can lock a key. Device and scenario records skip the
    * second part: only the bridge that drives the devices writes them.
    */
-  private exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  private exclusive<T>(key: string, fn: (fenceToken: number | undefined) => Promise<T>): Promise<T> {
     return this.locks.run(key, async () => {
-      const release = this.store.lockKey ? await this.store.lockKey(key) : null;
+      const lock = this.store.lockKey ? await this.store.lockKey(key) : null;
       try {
-        return await fn();
+        return await fn(lock?.fenceToken);
       } finally {
-        await release?.();
+        await lock?.release();
       }
     });
   }
@@ -339,12 +339,12 @@ export class StateService {
 
   async remove(key: string, options: ChangeOptions = { source: "internal" }): Promise<boolean> {
     assertValidKey(key);
-    return this.exclusive(key, async () => {
+    return this.exclusive(key, async (fenceToken) => {
       const current = await this.store.getEntry(key);
       if (current === null) return false;
       this.checkIfMatch(key, current, options.ifMatch);
       const transition = options.transition ?? "delete";
-      await this.persist([{ key, value: null, meta: { transition, source: options.source, actor: options.actor } }]);
+      await this.persist([{ key, value: null, meta: { transition, source: options.source, actor: options.actor }, ...fenced(fenceToken) }]);
       this.notify({ key, old: current.value, new: null, transition, source: options.source, actor: options.actor ?? null });
       return true;
     });
@@ -361,16 +361,16 @@ export class StateService {
 
   async set(key: string, value: JsonObject, options: ChangeOptions): Promise<StateEntryView> {
     assertValidKey(key);
-    return this.exclusive(key, async () => {
+    return this.exclusive(key, async (fenceToken) => {
       const current = await this.store.getEntry(key);
-      return view(await this.commit(key, current, value, options));
+      return view(await this.commit(key, current, value, options, undefined, fenceToken));
     });
   }
 
   /** Deep-merges `patch` into the stored value (objects merge, arrays and scalars replace, null deletes). */
   async update(key: string, patch: JsonObject, options: ChangeOptions): Promise<StateEntryView> {
     assertValidKey(key);
-    return this.exclusive(key, async () => {
+    return this.exclusive(key, async (fenceToken) => {
       const current = await this.store.getEntry(key);
       let base: JsonObject = {};
       if (current) {
@@ -384,7 +384,7 @@ export class StateService {
         }
         base = migrated.value;
       }
-      return view(await this.commit(key, current, deepMerge(base, patch), options));
+      return view(await this.commit(key, current, deepMerge(base, patch), options, undefined, fenceToken));
     });
   }
 
@@ -509,6 +509,8 @@ export class StateService {
     options: ChangeOptions,
     /** The schema the caller already validated with; not checked twice on the hot path. */
     validatedBy?: z.ZodType<JsonObject>,
+    /** The cross-process key lock's fencing token, when the change is made under one. */
+    fenceToken?: number,
   ): Promise<StoredEntry> {
     this.checkIfMatch(key, current, options.ifMatch);
     const namespace = namespaceOf(key);
@@ -529,7 +531,16 @@ export class StateService {
     const expiresAt =
       options.ttlMs === undefined ? (current?.expiresAt ?? null) : options.ttlMs === null ? null : this.now() + options.ttlMs;
     const version = spec?.version ?? 1;
-    await this.persist([{ key, value: checked, version, expiresAt, meta: { transition, source: options.source, actor: options.actor } }]);
+    await this.persist([
+      {
+        key,
+        value: checked,
+        version,
+        expiresAt,
+        meta: { transition, source: options.source, actor: options.actor },
+        ...fenced(fenceToken),
+      },
+    ]);
     this.notify({ key, old: current?.value ?? null, new: checked, transition, source: options.source, actor: options.actor ?? null });
     return { key, value: checked, version, updatedAt: this.now(), expiresAt };
   }
@@ -628,6 +639,10 @@ export class StateService {
       }
     });
   }
+}
+
+function fenced(fenceToken: number | undefined): Pick<WriteOp, "fenceToken"> {
+  return fenceToken === undefined ? {} : { fenceToken };
 }
 
 function view(entry: StoredEntry): StateEntryView {

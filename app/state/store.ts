@@ -123,7 +123,17 @@ export interface StateStore {
    * Holds `key` against read-modify-writes of other processes until the returned release
    * is called (this process's own callers are already queued per key).
    */
-  lockKey?(key: string): Promise<() => Promise<void>>;
+  lockKey?(key: string): Promise<KeyLock>;
+}
+
+/** A held key lock (StateStore.lockKey). */
+export interface KeyLock {
+  release(): Promise<void>;
+  /**
+   * Present when the lock can expire under a paused holder (Redis): the writes made under
+   * it carry it as WriteOp.fenceToken, so a holder that lost it cannot overwrite a newer value.
+   */
+  fenceToken?: number;
 }
 
 /** A change another process committed: which key, and why; the value is read back from the store. */

@@ -7,8 +7,10 @@ import { type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
+import { dropPrefix, requireRedis, TEST_REDIS_URL, uniquePrefix } from "../helpers/redis.js";
 
 const ready = await requirePostgres();
+const redisReady = ready && (await requireRedis());
 
 /**
  * Two bridges in one process on one PostgreSQL schema, as an active/standby pair: the
@@ -21,14 +23,19 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
   let schema: string;
   const running: RunningApp[] = [];
 
-  async function config(): Promise<AppConfig> {
+  async function config(cachePrefix?: string): Promise<AppConfig> {
     return testConfig(
       dir.path,
       broker.url,
       {
         system: {
           mqtt: { client_id: `bridge-${Math.random().toString(16).slice(2)}`, reconnect_min_ms: 100 },
-          persistence: { backend: "postgres", postgres: { schema, pair: true }, db_path: join(dir.path, "unused.db") },
+          persistence: {
+            backend: "postgres",
+            postgres: { schema, pair: true },
+            db_path: join(dir.path, "unused.db"),
+            ...(cachePrefix ? { cache: { key_prefix: cachePrefix } } : {}),
+          },
           logging: { level: "silent" },
           rate_limit: { max: 0 },
         },
@@ -43,12 +50,12 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
           },
         ],
       },
-      { STATE_DATABASE_URL: TEST_POSTGRES_URL },
+      { STATE_DATABASE_URL: TEST_POSTGRES_URL, STATE_REDIS_URL: TEST_REDIS_URL },
     );
   }
 
-  async function start(): Promise<RunningApp> {
-    const r = await startApp(await config());
+  async function start(cachePrefix?: string): Promise<RunningApp> {
+    const r = await startApp(await config(cachePrefix));
     running.push(r);
     return r;
   }
@@ -117,9 +124,9 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
     expect(after.statusCode).toBe(200);
   });
 
-  it("1,000 concurrent partial updates of the same keys through both bridges: none is lost", async () => {
-    const a = await start();
-    const b = await start();
+  async function concurrentPatches(cachePrefix?: string): Promise<void> {
+    const a = await start(cachePrefix);
+    const b = await start(cachePrefix);
     expect(b.app.bridge.phase).toBe("standby");
     const keys = ["test:shared-a", "test:shared-b"];
     const N = 1000;
@@ -143,7 +150,30 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
     }
     expect(Object.keys(merged)).toHaveLength(N);
     for (let i = 0; i < N; i++) expect(merged[`f${i}`]).toBe(i);
+  }
+
+  it("1,000 concurrent partial updates of the same keys through both bridges: none is lost", async () => {
+    await concurrentPatches();
   }, 60_000);
+
+  it.runIf(redisReady)(
+    "the same with the Redis cache, whose key locks carry fencing tokens: none is lost",
+    async () => {
+      const prefix = uniquePrefix("pair");
+      try {
+        await concurrentPatches(prefix);
+        // The updates were made under Redis locks: their fencing tokens reached the database.
+        const fences = await withClient(TEST_POSTGRES_URL, (c) =>
+          c.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.state_fence`),
+        );
+        expect(Number(fences.rows[0]?.n)).toBe(2);
+      } finally {
+        for (const r of running.splice(0)) await r.app.close();
+        await dropPrefix(prefix);
+      }
+    },
+    60_000,
+  );
 
   it("a bridge whose lease has moved on cannot commit: the action fails, nothing is stored, and the bridge stops", async () => {
     const a = await start();

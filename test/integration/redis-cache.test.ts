@@ -116,7 +116,14 @@ describe("Redis state cache configuration", () => {
       }
       const named = { persistence: { cache: { redis_url_env: "MY_REDIS" } }, logging: { level: "silent" } };
       const ok = await testConfig(dir.path, "mqtt://127.0.0.1:1", { system: named }, { MY_REDIS: "rediss://:pw@cache.lan:6380/2" });
-      expect(ok.system.persistence.cache).toEqual({ redis_url_env: "MY_REDIS", ttl_s: 300, key_prefix: "wb:", required_at_start: true });
+      expect(ok.system.persistence.cache).toEqual({
+        redis_url_env: "MY_REDIS",
+        ttl_s: 300,
+        key_prefix: "wb:",
+        required_at_start: true,
+        lock_ttl_ms: 10_000,
+        lock_wait_ms: 5000,
+      });
       expect(ok.secrets.cacheRedisUrl).toBe("rediss://:pw@cache.lan:6380/2");
       const none = await testConfig(dir.path, "mqtt://127.0.0.1:1", {}, { STATE_REDIS_URL: "redis://127.0.0.1:6379" });
       expect(none.system.persistence.cache).toBeUndefined();

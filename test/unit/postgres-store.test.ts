@@ -68,9 +68,9 @@ describe.runIf(ready)("PostgresStateStore across bridges (one schema, two stores
       // b cannot have it while a holds it: a commits and releases first.
       await a.set("counter:n", { n: 1 });
       order.push("a wrote");
-      await releaseA();
+      await releaseA.release();
       const releaseB = await bTakes;
-      await releaseB();
+      await releaseB.release();
       expect(order).toEqual(["a wrote", "b locked"]);
     } finally {
       await a.close();

@@ -356,4 +356,83 @@ describe.runIf(withPostgres)("CachedStateStore over PostgreSQL", () => {
       await dropPrefix(prefix);
     }
   });
+
+  it("locks a key in Redis across processes; a holder paused past the lock's time has its write refused by its fencing token", async () => {
+    const schema = uniqueSchema("cachelock");
+    const prefix = uniquePrefix("pglock");
+    const a = cached(new PostgresStateStore({ url: TEST_POSTGRES_URL, schema }), prefix, { lockTtlMs: 300, lockWaitMs: 5000 });
+    const b = cached(new PostgresStateStore({ url: TEST_POSTGRES_URL, schema }), prefix, { lockTtlMs: 300, lockWaitMs: 5000 });
+    await a.initialize();
+    await b.initialize();
+    const redis = testRedis();
+    await redis.connect();
+    try {
+      const lockA = await a.lockKey!("note:shared");
+      expect(lockA.fenceToken).toBeTypeOf("number");
+      // The lock is Redis's, not PostgreSQL's.
+      expect(await redis.exists(`${prefix}lock:note:shared`)).toBe(1);
+      // a "pauses": b waits until a's lock runs out, then holds it with a newer token.
+      const lockB = await b.lockKey!("note:shared");
+      expect(lockB.fenceToken!).toBeGreaterThan(lockA.fenceToken!);
+      await b.write([{ key: "note:shared", value: { by: "b" }, fenceToken: lockB.fenceToken }]);
+      await lockB.release();
+      expect(await redis.exists(`${prefix}lock:note:shared`)).toBe(0);
+      // a wakes up and writes under the lock it lost: refused, b's value stays.
+      await expect(a.write([{ key: "note:shared", value: { by: "a" }, fenceToken: lockA.fenceToken }])).rejects.toMatchObject({
+        failure: "stale_lock",
+      });
+      // Its late release does not free a lock someone else holds now.
+      const lockC = await b.lockKey!("note:shared");
+      await lockA.release();
+      expect(await redis.exists(`${prefix}lock:note:shared`)).toBe(1);
+      await lockC.release();
+      expect(await a.get("note:shared")).toEqual({ by: "b" });
+      expect(await b.get("note:shared")).toEqual({ by: "b" });
+    } finally {
+      redis.disconnect();
+      await a.close();
+      await b.close();
+      await dropSchema(schema);
+      await dropPrefix(prefix);
+    }
+  });
+
+  it("a lock held longer than the wait refuses the change with 503 lock_timeout; Redis cut: locks fall back to PostgreSQL's", async () => {
+    const schema = uniqueSchema("cachelock");
+    const prefix = uniquePrefix("pglock");
+    const proxy = await TcpProxy.start("127.0.0.1", Number(new URL(TEST_REDIS_URL).port || 6379));
+    const url = `redis://127.0.0.1:${proxy.port}`;
+    const a = cached(new PostgresStateStore({ url: TEST_POSTGRES_URL, schema }), prefix, { url, lockTtlMs: 10_000, lockWaitMs: 200 });
+    const b = cached(new PostgresStateStore({ url: TEST_POSTGRES_URL, schema }), prefix, { url, lockTtlMs: 10_000, lockWaitMs: 200 });
+    await a.initialize();
+    await b.initialize();
+    try {
+      const held = await a.lockKey!("note:busy");
+      await expect(b.lockKey!("note:busy")).rejects.toMatchObject({ statusCode: 503, code: "lock_timeout" });
+      await held.release();
+
+      proxy.cut();
+      await Promise.all([a.whenState("down"), b.whenState("down")]);
+      const fallback = await a.lockKey!("note:busy");
+      expect(fallback.fenceToken).toBeUndefined();
+      // PostgreSQL's lock excludes the other process just the same.
+      const order: string[] = [];
+      const bTakes = b.lockKey!("note:busy").then((lock) => {
+        order.push("b locked");
+        return lock;
+      });
+      await a.set("note:busy", { n: 1 });
+      order.push("a wrote");
+      await fallback.release();
+      await (await bTakes).release();
+      expect(order).toEqual(["a wrote", "b locked"]);
+    } finally {
+      proxy.restore();
+      await a.close();
+      await b.close();
+      await proxy.close();
+      await dropSchema(schema);
+      await dropPrefix(prefix);
+    }
+  });
 });
