@@ -301,7 +301,15 @@ class HeldPgLock implements DbLock {
   }
 }
 
+/**
+ * The server drops the hold when this session ends; a holder whose machine lost power
+ * sends no FIN, so the server must probe: idle 5 s, then 3 probes 2 s apart (the OS
+ * default would wait two hours before a standby could take over).
+ */
+const HOLDER_KEEPALIVE = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3;";
+
 async function tryHold(client: pg.Client, schema: string): Promise<boolean> {
+  await client.query(HOLDER_KEEPALIVE);
   const result = await client.query<{ taken: boolean }>(`SELECT pg_try_advisory_lock(${HOLD_ID(schema)}) AS taken`);
   return result.rows[0]?.taken === true;
 }

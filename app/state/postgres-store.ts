@@ -80,6 +80,8 @@ export function pgClientConfig(options: PostgresConnectionOptions): pg.ClientCon
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
     query_timeout: options.queryTimeoutMs ?? 15_000,
     keepAlive: true,
+    // A server that vanished (power, network) is noticed in seconds, not the OS's two hours.
+    keepAliveInitialDelayMillis: 5000,
     types: pgTypes,
   };
 }
