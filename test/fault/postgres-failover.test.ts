@@ -115,4 +115,36 @@ describe.runIf(ready)("active/standby failover after kill -9 (real processes, Po
     await watcher.waitFor("/devices/tv/controls/volume", (m) => m.payload === "7");
     await watcher.client.endAsync();
   }, 90_000);
+
+  it("1,000 concurrent partial updates from both processes to the same keys: none is lost", async () => {
+    // The previous test left its standby active; a new process stands by beside it.
+    const live = bridges.filter((b) => b.proc.exitCode === null && b.proc.signalCode === null);
+    const first = live[0] ?? (await start());
+    const second = await start();
+    expect((await health(second.url)).lease).toMatchObject({ role: "standby" });
+    const urls = [first.url, second.url];
+    const keys = ["test:pair-a", "test:pair-b"];
+    const N = 1000;
+    let next = 0;
+    const failures: string[] = [];
+    const worker = async () => {
+      for (let i = next++; i < N; i = next++) {
+        const res = await fetch(`${urls[i % 2]}/state/${keys[Math.floor(i / 2) % 2]}`, {
+          method: "PATCH",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ fields: { [`f${i}`]: i } }),
+        });
+        if (res.status !== 200) failures.push(`${i}: ${res.status} ${await res.text()}`);
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+    expect(failures).toEqual([]);
+    const fields: Record<string, number> = {};
+    for (const key of keys) {
+      const body = (await (await fetch(`${second.url}/state/${key}`)).json()) as { value: { fields: Record<string, number> } };
+      Object.assign(fields, body.value.fields);
+    }
+    expect(Object.keys(fields)).toHaveLength(N);
+    for (let i = 0; i < N; i++) expect(fields[`f${i}`]).toBe(i);
+  }, 90_000);
 });
