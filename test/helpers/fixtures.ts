@@ -22,6 +22,18 @@ export function captureLogger(level: "info" | "debug" | "warn" = "debug"): { log
   return { log: createLogger(level, stream), lines };
 }
 
+/** A one-device scenario: `devices[0]` on at start, off at shutdown. */
+export function powerScenario(id: string, devices: string[]): Record<string, unknown> {
+  const device = devices[0];
+  return {
+    scenario_id: id,
+    name: id[0]?.toUpperCase() + id.slice(1),
+    devices,
+    startup: [{ device, action: "power_on" }],
+    shutdown: [{ device, action: "power_off" }],
+  };
+}
+
 export function simulatedDevice(id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     device_id: id,

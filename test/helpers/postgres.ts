@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { requireService } from "./services.js";
 
 /**
  * The PostgreSQL server the tests use: TEST_POSTGRES_URL, or the machine's own on
@@ -28,16 +29,9 @@ export async function postgresUnavailable(url = TEST_POSTGRES_URL): Promise<stri
   }
 }
 
-/**
- * For a describe block: under CI a missing server fails the run; elsewhere the tests are
- * skipped with the reason printed.
- */
-export async function requirePostgres(): Promise<boolean> {
-  const reason = await postgresUnavailable();
-  if (reason === null) return true;
-  if (process.env.CI) throw new Error(`${reason} (CI needs PostgreSQL; .ci/run starts it)`);
-  console.warn(`skipping PostgreSQL tests: ${reason}`);
-  return false;
+/** See requireService: fails under CI without the server, else skips with the reason. */
+export function requirePostgres(): Promise<boolean> {
+  return requireService("PostgreSQL", () => postgresUnavailable());
 }
 
 export function uniqueSchema(prefix = "t"): string {

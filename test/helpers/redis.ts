@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
+import { requireService } from "./services.js";
 
 /**
  * The Redis server the tests use: TEST_REDIS_URL, or the machine's own on 127.0.0.1:6379.
@@ -28,16 +29,9 @@ export async function redisUnavailable(url = TEST_REDIS_URL): Promise<string | n
   }
 }
 
-/**
- * For a describe block: under CI a missing server fails the run; elsewhere the tests are
- * skipped with the reason printed.
- */
-export async function requireRedis(): Promise<boolean> {
-  const reason = await redisUnavailable();
-  if (reason === null) return true;
-  if (process.env.CI) throw new Error(`${reason} (CI needs Redis; .ci/run starts it)`);
-  console.warn(`skipping Redis tests: ${reason}`);
-  return false;
+/** See requireService: fails under CI without the server, else skips with the reason. */
+export function requireRedis(): Promise<boolean> {
+  return requireService("Redis", () => redisUnavailable());
 }
 
 export function uniquePrefix(prefix = "t"): string {

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AppConfig } from "../../app/config/loader.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { failedStart, type RunningApp, startApp } from "../helpers/app.js";
-import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
+import { powerScenario, simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
@@ -38,15 +38,7 @@ describe.runIf(ready)("PostgreSQL backend (real server, aedes over TCP, HTTP)", 
           rate_limit: { max: 0 },
         },
         devices: [simulatedDevice("tv"), simulatedDevice("amp")],
-        scenarios: [
-          {
-            scenario_id: "music",
-            name: "Music",
-            devices: ["amp"],
-            startup: [{ device: "amp", action: "power_on" }],
-            shutdown: [{ device: "amp", action: "power_off" }],
-          },
-        ],
+        scenarios: [powerScenario("music", ["amp"])],
       },
       { STATE_DATABASE_URL: url },
     );

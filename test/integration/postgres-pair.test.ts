@@ -4,7 +4,7 @@ import type { AppConfig } from "../../app/config/loader.js";
 import type { DeviceStateEvent } from "../../app/devices/events.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { type RunningApp, startApp } from "../helpers/app.js";
-import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
+import { powerScenario, simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker } from "../helpers/mqtt.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema, withClient } from "../helpers/postgres.js";
 import { dropPrefix, requireRedis, TEST_REDIS_URL, uniquePrefix } from "../helpers/redis.js";
@@ -40,15 +40,7 @@ describe.runIf(ready)("active/standby pair on PostgreSQL (in process)", () => {
           rate_limit: { max: 0 },
         },
         devices: [simulatedDevice("tv"), simulatedDevice("amp")],
-        scenarios: [
-          {
-            scenario_id: "music",
-            name: "Music",
-            devices: ["amp"],
-            startup: [{ device: "amp", action: "power_on" }],
-            shutdown: [{ device: "amp", action: "power_off" }],
-          },
-        ],
+        scenarios: [powerScenario("music", ["amp"])],
       },
       { STATE_DATABASE_URL: TEST_POSTGRES_URL, STATE_REDIS_URL: TEST_REDIS_URL },
     );
