@@ -33,8 +33,7 @@ export class BridgeDevice {
   ) {}
 
   async start(): Promise<void> {
-    this.stopHook = this.mqtt.onConnect(() => this.publishAll());
-    if (this.mqtt.connected) await this.publishAll();
+    this.stopHook = await this.mqtt.onEveryConnection(() => this.publishAll());
   }
 
   async setReady(ready: boolean): Promise<void> {
