@@ -394,9 +394,10 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
         });
       });
       const connectsBefore = bridge.mqtt.connectCount;
+      const cutAt = observer.received.length;
       proxy.cut();
       await lost;
-      await observer.waitFor(bridgeWill.topic, (m) => m.payload === bridgeWill.payload);
+      await observer.waitFor(bridgeWill.topic, (m) => observer.received.indexOf(m) >= cutAt && m.payload === bridgeWill.payload);
       const from = observer.received.length;
       proxy.restore();
       // The republish ends by clearing the device's error mark.
