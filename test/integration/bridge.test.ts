@@ -103,8 +103,37 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
 
     const second = await start();
     const after = (await second.app.inject({ url: "/devices/tv/state" })).json();
-    expect(after).toEqual(before);
+    expect(after).toEqual({ ...before, restored: true });
     expect(after.state.volume).toBe(63);
+  });
+
+  it("GET /devices/:id/state says restored: true for a state restored at start until a successful action confirms it", async () => {
+    const { app } = await start();
+    const fresh = (await app.inject({ url: "/devices/tv/state" })).json();
+    // Defaults, not restored: nothing was stored yet.
+    expect(fresh).toMatchObject({ id: "tv", restored: false });
+    const acted = await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 41 } } });
+    expect(acted.json()).toMatchObject({ state: { volume: 41 }, restored: false });
+    await app.close();
+    running.pop();
+
+    // Another bridge over the same SQLite file.
+    const second = (await start()).app;
+    const restored = await second.inject({ url: "/devices/tv/state" });
+    expect(restored.statusCode).toBe(200);
+    expect(restored.json()).toMatchObject({ state: { volume: 41 }, reachable: true, restored: true });
+    // amp was never stored: its defaults are not a restored state.
+    expect((await second.inject({ url: "/devices/amp/state" })).json().restored).toBe(false);
+
+    // A failed action confirms nothing.
+    const bad = await second.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 500 } } });
+    expect(bad.statusCode).toBe(400);
+    expect((await second.inject({ url: "/devices/tv/state" })).json().restored).toBe(true);
+
+    const action = await second.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume_up" } });
+    expect(action.statusCode).toBe(200);
+    expect(action.json().restored).toBe(false);
+    expect((await second.inject({ url: "/devices/tv/state" })).json()).toMatchObject({ restored: false });
   });
 
   it("MQTT /on command -> committed row -> value published -> restart -> same state", async () => {
@@ -277,6 +306,8 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
       state: { power: false, volume: 20, muted: false, input: "hdmi1" },
       updated_at: null,
       reachable: true,
+      // Its stored value was unusable: defaults are not a restored state.
+      restored: false,
     });
     expect((await app.inject({ url: "/devices/amp/state" })).json().state).toEqual({
       power: true,
