@@ -38,6 +38,8 @@ export interface DeviceStateView {
   state: JsonObject;
   updated_at: string | null;
   reachable: boolean;
+  /** The state came from the database at start and no action or device report has confirmed it since. */
+  restored: boolean;
 }
 
 /** What the WB adapter needs to present one device. */
@@ -58,6 +60,8 @@ interface ManagedDevice {
   state: JsonObject;
   updatedAt: number | null;
   reachable: boolean;
+  /** See DeviceStateView.restored. */
+  restored: boolean;
   /** The stored row was written by a newer bridge: actions are refused rather than overwrite it. */
   storedByNewer: boolean;
 }
@@ -190,6 +194,7 @@ export class DeviceManager {
         state: restored?.state ?? driver.defaultState(),
         updatedAt: restored?.updatedAt ?? null,
         reachable: true,
+        restored: restored !== null,
         storedByNewer: storedByNewer(stored.get(key), driver),
       });
     }
@@ -310,8 +315,12 @@ export class DeviceManager {
     }
     const previous = device.state;
     const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
-    // Feedback that repeats what is known is not a change: no write, no event.
-    if (!action && changed.length === 0) return view(id, device);
+    // Feedback that repeats what is known is not a change: no write, no event. It still
+    // confirms a restored state.
+    if (!action && changed.length === 0) {
+      device.restored = false;
+      return view(id, device);
+    }
 
     const updatedAt = new Date();
     await this.deps.state.write(
@@ -327,6 +336,7 @@ export class DeviceManager {
     );
     device.state = next.data;
     device.updatedAt = updatedAt.getTime();
+    device.restored = false;
     this.deps.bus.emit("device.state", { deviceId: id, state: device.state, changed, restored: false, source, action });
     return view(id, device);
   }
@@ -466,5 +476,6 @@ function view(id: string, device: ManagedDevice): DeviceStateView {
     state: device.state,
     updated_at: device.updatedAt === null ? null : new Date(device.updatedAt).toISOString(),
     reachable: device.reachable,
+    restored: device.restored,
   };
 }

@@ -43,10 +43,9 @@ export class WbDeviceAdapter {
       bus.on("device.state", (e) => this.onState(e)),
       bus.on("device.reachability", (e) => this.onReachability(e)),
       bus.on("action.failed", (e) => this.onActionFailed(e)),
-      mqtt.onConnect(() => this.publishAll()),
     );
     this.stopCommands = await mqtt.subscribe(wbTopics.allControlCommands, (m) => this.onCommand(m));
-    if (mqtt.connected) await this.publishAll();
+    this.removers.push(await mqtt.onEveryConnection(() => this.publishAll()));
   }
 
   /** Stops listening and marks every device offline (device-level error `r`), as the convention asks. */

@@ -28,6 +28,11 @@ export const deviceStateSchema = z.object({
   updated_at: z.string().nullable(),
   /** False while the hardware does not answer; `state` then holds the last good values. */
   reachable: z.boolean(),
+  restored: z
+    .boolean()
+    .describe(
+      "true while `state` is what the database held at start, not yet confirmed by a successful action or a report from the device",
+    ),
 });
 
 export const actionBodySchema = z

@@ -6,10 +6,17 @@ import type { WbControlMeta } from "./wb-values.js";
 
 export const BRIDGE_DEVICE_ID = "wb_bridge";
 
-/** The MQTT last will: the broker marks the bridge offline if it vanishes. */
+const READY_TOPIC = wbTopics.control(BRIDGE_DEVICE_ID, "ready");
+
+/**
+ * The MQTT last will: when the bridge vanishes (kill -9, a crash, a lost network) the
+ * broker turns the retained `ready` to 0, or it would say 1 for a bridge that is gone.
+ * MQTT gives a connection one will; `ready` is what clients act on, so it takes it
+ * (`meta/error` is marked `r` on a clean shutdown only).
+ */
 export const bridgeWill = {
-  topic: wbTopics.deviceError(BRIDGE_DEVICE_ID),
-  payload: "r",
+  topic: READY_TOPIC,
+  payload: "0",
   retain: true,
 } as const;
 
@@ -33,34 +40,35 @@ export class BridgeDevice {
   ) {}
 
   async start(): Promise<void> {
-    this.stopHook = this.mqtt.onConnect(() => this.publishAll());
-    if (this.mqtt.connected) await this.publishAll();
+    this.stopHook = await this.mqtt.onEveryConnection(() => this.publishAll());
   }
 
   async setReady(ready: boolean): Promise<void> {
     this.ready = ready;
-    await this.publish(wbTopics.control(BRIDGE_DEVICE_ID, "ready"), ready ? "1" : "0");
+    await this.publish(READY_TOPIC, ready ? "1" : "0");
   }
 
-  /** Clean shutdown: the same mark the last will would leave. */
+  /** Clean shutdown: not ready, and the device offline. */
   async stop(): Promise<void> {
     this.stopHook?.();
     this.stopHook = null;
     this.ready = false;
-    await this.publish(wbTopics.control(BRIDGE_DEVICE_ID, "ready"), "0");
-    await this.publish(bridgeWill.topic, bridgeWill.payload);
+    await this.publish(READY_TOPIC, "0");
+    await this.publish(wbTopics.deviceError(BRIDGE_DEVICE_ID), "r");
   }
 
   private async publishAll(): Promise<void> {
     const id = BRIDGE_DEVICE_ID;
+    // First: a `1` retained by a run whose will never fired (the broker had not noticed
+    // it was gone) must not stand while this run restores.
+    await this.publish(READY_TOPIC, this.ready ? "1" : "0");
     await this.publish(wbTopics.deviceMeta(id), JSON.stringify({ driver: "wb-bridge", title: { en: "WB Bridge" } }));
     await this.publish(wbTopics.deviceMetaName(id), "WB Bridge");
     for (const [name, meta] of Object.entries(controls)) {
       await this.publish(wbTopics.controlMeta(id, name), JSON.stringify(meta));
     }
     await this.publish(wbTopics.control(id, "version"), this.version);
-    await this.publish(wbTopics.control(id, "ready"), this.ready ? "1" : "0");
-    // Clears the error a previous last will may have left.
+    // Clears the offline mark of a previous run's shutdown.
     await this.publish(wbTopics.deviceError(id), "");
   }
 

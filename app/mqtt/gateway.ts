@@ -15,6 +15,14 @@ export interface InboundMessage {
 
 export type MessageHandler = (message: InboundMessage) => void;
 
+export type ConnectHook = () => void | Promise<void>;
+
+interface RegisteredHook {
+  run: ConnectHook;
+  /** The connection (by count) this hook last ran for: at most once per connection. */
+  ranFor: number;
+}
+
 export interface PublishOptions {
   retain?: boolean;
   qos?: 0 | 1;
@@ -56,7 +64,7 @@ export class MqttNotConnectedError extends Error {
 export class MqttGateway {
   private client: MqttClient | null = null;
   private readonly handlers = new Map<string, Set<MessageHandler>>();
-  private readonly connectHooks = new Set<() => void | Promise<void>>();
+  private readonly connectHooks = new Set<RegisteredHook>();
   private readonly disconnectHooks = new Set<() => void>();
   private up = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -225,10 +233,31 @@ export class MqttGateway {
     };
   }
 
-  /** Runs after every connect, once subscriptions are in place. Returns a remover. */
-  onConnect(hook: () => void | Promise<void>): () => void {
-    this.connectHooks.add(hook);
-    return () => this.connectHooks.delete(hook);
+  /** Runs after every later connect, once subscriptions are in place. Returns a remover. */
+  onConnect(hook: ConnectHook): () => void {
+    const entry: RegisteredHook = { run: hook, ranFor: 0 };
+    this.connectHooks.add(entry);
+    return () => this.connectHooks.delete(entry);
+  }
+
+  /**
+   * onConnect for something that must also happen for the connection that is up now
+   * (publishing retained state): runs the hook exactly once per connection. A hook
+   * registered while a connect's hooks are still running would otherwise run twice,
+   * once here and once by that connect (a Set's iteration visits what is added to it).
+   * Resolves once it ran for the current connection, at once when disconnected.
+   */
+  async onEveryConnection(hook: ConnectHook): Promise<() => void> {
+    const entry: RegisteredHook = { run: hook, ranFor: 0 };
+    this.connectHooks.add(entry);
+    const remove = () => {
+      this.connectHooks.delete(entry);
+    };
+    if (this.up && this.connected) {
+      entry.ranFor = this.connections;
+      await hook();
+    }
+    return remove;
   }
 
   /**
@@ -256,6 +285,7 @@ export class MqttGateway {
   private async handleConnect(): Promise<void> {
     this.up = true;
     this.connections += 1;
+    const connection = this.connections;
     this.reconnectDelay = this.options.reconnectMinMs ?? 500;
     this.log.info({ url: redactUrl(this.brokerUrl), connects: this.connections }, "MQTT connected");
     try {
@@ -264,8 +294,11 @@ export class MqttGateway {
       this.log.error({ err: errorMessage(err) }, "MQTT resubscribe failed");
     }
     for (const hook of this.connectHooks) {
+      // Ran already: registered by onEveryConnection during this connect, or a newer connect got to it.
+      if (hook.ranFor >= connection) continue;
+      hook.ranFor = connection;
       try {
-        await hook();
+        await hook.run();
       } catch (err) {
         this.log.error({ err: errorMessage(err) }, "MQTT connect hook failed");
       }

@@ -32,7 +32,7 @@ export interface ScenarioManagerDeps {
   bus: EventSink<ScenarioEvents>;
   log: Logger;
   /** For the scenario system's WB virtual device; without it (unit tests) there is none. */
-  mqtt?: Pick<MqttGateway, "publish" | "subscribe" | "onConnect" | "connected">;
+  mqtt?: Pick<MqttGateway, "publish" | "subscribe" | "onEveryConnection">;
   sleep?: Sleep;
   now?: () => Date;
 }

@@ -17,7 +17,7 @@ export interface ScenarioCommands {
 }
 
 export interface ScenarioWbDeviceDeps {
-  mqtt: Pick<MqttGateway, "publish" | "subscribe" | "onConnect" | "connected">;
+  mqtt: Pick<MqttGateway, "publish" | "subscribe" | "onEveryConnection">;
   scenarios: readonly ScenarioDefinition[];
   devices: Pick<DeviceManager, "get">;
   commands: ScenarioCommands;
@@ -55,12 +55,11 @@ export class ScenarioWbDevice {
     this.running = true;
     this.setActive(active);
     const { mqtt } = this.deps;
-    this.removers.push(mqtt.onConnect(() => this.publishAll()));
     this.removers.push(await mqtt.subscribe(wbTopics.controlOn(ID, "+"), (m) => this.onCommand(m)));
     // Retained control metas the broker still holds from an earlier run (a renamed role,
     // a deletion lost while disconnected) are stale unless they belong to the active scenario.
     this.removers.push(await mqtt.subscribe(wbTopics.controlMeta(ID, "+"), (m) => this.onRetainedMeta(m)));
-    if (mqtt.connected) await this.publishAll();
+    this.removers.push(await mqtt.onEveryConnection(() => this.publishAll()));
   }
 
   /** Removes exactly what start() added and marks the device offline (`r`), as WB devices do. */

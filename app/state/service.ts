@@ -107,25 +107,31 @@ export function etagOf(value: JsonObject): string {
   return `"${createHash("sha1").update(JSON.stringify(value)).digest("base64url").slice(0, 22)}"`;
 }
 
-function encodeCursor(key: string): string {
-  return Buffer.from(key, "utf8").toString("base64url");
+/** A page cursor: unpadded base64url of where the page ended (a key, a history id). */
+function encodeCursor(position: string): string {
+  return Buffer.from(position, "utf8").toString("base64url");
 }
 
 /**
- * The cursor is opaque: base64url of the last key seen. Node's decoder skips characters
- * outside the alphabet, so a raw key or a truncated cursor would silently restart or end
- * the listing; only a cursor this bridge could have issued is accepted.
+ * The cursor is opaque. Node's decoder skips characters outside the alphabet, so a raw
+ * key or a truncated cursor would silently restart or end the listing; only a cursor
+ * this bridge could have issued is accepted: the position must be `valid` and encode
+ * back to exactly the cursor given.
  */
-function decodeCursor(cursor: string): string {
-  const key = /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, "base64url").toString("utf8") : "";
-  if (!KEY_PATTERN.test(key) || encodeCursor(key) !== cursor) {
+function decodeCursor(cursor: string, valid: (position: string) => boolean): string {
+  const position = /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, "base64url").toString("utf8") : "";
+  if (!valid(position) || encodeCursor(position) !== cursor) {
     throw new BadRequestError(
       "invalid_cursor",
       "invalid cursor: pass next_cursor from the previous page unchanged, or omit cursor for the first page",
     );
   }
-  return key;
+  return position;
 }
+
+const isKey = (position: string) => KEY_PATTERN.test(position);
+/** A history id as String() writes it: `1e3`, `0x10`, `010` or `-1` were never issued. */
+const isHistoryId = (position: string) => /^[1-9][0-9]{0,15}$/.test(position) && Number.isSafeInteger(Number(position));
 
 /**
  * The one way the bridge reads and writes state: keys checked, values size-limited and
@@ -398,7 +404,7 @@ export class StateService {
     });
     const prefix = query.prefix ?? "";
     const items: StateEntryView[] = [];
-    let after = query.cursor ? decodeCursor(query.cursor) : undefined;
+    let after = query.cursor ? decodeCursor(query.cursor, isKey) : undefined;
     let exhausted = false;
     while (items.length < limit && !exhausted) {
       const page = await this.store.list(prefix, { after, limit: 500 });
@@ -425,11 +431,10 @@ export class StateService {
   async history(query: { key?: string; transition?: Transition; cursor?: string; limit?: number }): Promise<Page<HistoryEntry>> {
     if (query.key !== undefined) assertValidKey(query.key);
     const limit = Math.min(Math.max(query.limit ?? 50, 1), 1000);
-    const beforeId = query.cursor ? Number(query.cursor) : undefined;
-    if (beforeId !== undefined && !Number.isInteger(beforeId)) throw new BadRequestError("invalid_cursor", "invalid cursor");
+    const beforeId = query.cursor ? Number(decodeCursor(query.cursor, isHistoryId)) : undefined;
     const items = await this.store.history({ key: query.key, transition: query.transition, beforeId, limit });
     const last = items[items.length - 1];
-    return { items, next_cursor: items.length === limit && last ? String(last.id) : null };
+    return { items, next_cursor: items.length === limit && last ? encodeCursor(String(last.id)) : null };
   }
 
   /**

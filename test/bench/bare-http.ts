@@ -8,10 +8,19 @@ import { benchDeviceId } from "./fixture.js";
 const port = Number(process.env.BARE_HTTP_PORT ?? 0);
 const devices = Number(process.env.BARE_HTTP_DEVICES ?? 100);
 // The same shape as the bridge's answer, so both serialize about the same bytes.
-const states = new Map<string, { id: string; state: Record<string, unknown>; updated_at: string | null; reachable: boolean }>();
+const states = new Map<
+  string,
+  { id: string; state: Record<string, unknown>; updated_at: string | null; reachable: boolean; restored: boolean }
+>();
 for (let i = 0; i < devices; i++) {
   const id = benchDeviceId(i);
-  states.set(id, { id, state: { power: false, volume: 20, muted: false, input: "hdmi1" }, updated_at: null, reachable: true });
+  states.set(id, {
+    id,
+    state: { power: false, volume: 20, muted: false, input: "hdmi1" },
+    updated_at: null,
+    reachable: true,
+    restored: false,
+  });
 }
 
 const app = Fastify({ logger: false });

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AppConfig } from "../../app/config/loader.js";
+import { BRIDGE_DEVICE_ID, bridgeWill } from "../../app/mqtt/bridge-device.js";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { StoreCorruptError } from "../../app/state/store.js";
@@ -8,6 +9,7 @@ import { type RunningApp, startApp } from "../helpers/app.js";
 import { simulatedDevice, tempDir, testConfig } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 import { readRows, readStoredValue } from "../helpers/sqlite.js";
+import { TcpProxy } from "../helpers/tcp-proxy.js";
 
 const scenarios = [
   {
@@ -101,8 +103,37 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
 
     const second = await start();
     const after = (await second.app.inject({ url: "/devices/tv/state" })).json();
-    expect(after).toEqual(before);
+    expect(after).toEqual({ ...before, restored: true });
     expect(after.state.volume).toBe(63);
+  });
+
+  it("GET /devices/:id/state says restored: true for a state restored at start until a successful action confirms it", async () => {
+    const { app } = await start();
+    const fresh = (await app.inject({ url: "/devices/tv/state" })).json();
+    // Defaults, not restored: nothing was stored yet.
+    expect(fresh).toMatchObject({ id: "tv", restored: false });
+    const acted = await app.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 41 } } });
+    expect(acted.json()).toMatchObject({ state: { volume: 41 }, restored: false });
+    await app.close();
+    running.pop();
+
+    // Another bridge over the same SQLite file.
+    const second = (await start()).app;
+    const restored = await second.inject({ url: "/devices/tv/state" });
+    expect(restored.statusCode).toBe(200);
+    expect(restored.json()).toMatchObject({ state: { volume: 41 }, reachable: true, restored: true });
+    // amp was never stored: its defaults are not a restored state.
+    expect((await second.inject({ url: "/devices/amp/state" })).json().restored).toBe(false);
+
+    // A failed action confirms nothing.
+    const bad = await second.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume", params: { level: 500 } } });
+    expect(bad.statusCode).toBe(400);
+    expect((await second.inject({ url: "/devices/tv/state" })).json().restored).toBe(true);
+
+    const action = await second.inject({ method: "POST", url: "/devices/tv/action", payload: { action: "volume_up" } });
+    expect(action.statusCode).toBe(200);
+    expect(action.json().restored).toBe(false);
+    expect((await second.inject({ url: "/devices/tv/state" })).json()).toMatchObject({ restored: false });
   });
 
   it("MQTT /on command -> committed row -> value published -> restart -> same state", async () => {
@@ -275,6 +306,8 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
       state: { power: false, volume: 20, muted: false, input: "hdmi1" },
       updated_at: null,
       reachable: true,
+      // Its stored value was unusable: defaults are not a restored state.
+      restored: false,
     });
     expect((await app.inject({ url: "/devices/amp/state" })).json().state).toEqual({
       power: true,
@@ -351,6 +384,64 @@ describe("bridge end to end (SQLite file + aedes over TCP + HTTP)", () => {
     running.pop();
     await observer.waitFor("/devices/wb_bridge/controls/ready", (m) => m.payload === "0");
     expect((await observer.waitFor("/devices/wb_bridge/meta/error", (m) => m.payload === "r")).payload).toBe("r");
+  });
+
+  it("publishes each /devices/wb_bridge topic once at start and once again after a reconnect", async () => {
+    // The bridge reaches the broker through a proxy the test can cut; the observer stays
+    // connected to the broker itself, so it sees every publication across the reconnect.
+    const proxy = await TcpProxy.start(broker.host, broker.port);
+    try {
+      const proxied = await testConfig(join(dir.path, "proxied"), `mqtt://127.0.0.1:${proxy.port}`, { scenarios });
+      const observer = await peer();
+      const filter = `/devices/${BRIDGE_DEVICE_ID}/#`;
+      await observer.subscribe(filter);
+      const r = await startApp(proxied);
+      running.push(r);
+      const bridge = r.app.bridge;
+      const readyTopic = `/devices/${BRIDGE_DEVICE_ID}/controls/ready`;
+      await observer.waitFor(readyTopic, (m) => m.payload === "1");
+      /** topic -> payloads, in arrival order, of the bridge's publications from `from` on. */
+      const publications = (from: number) => {
+        const by = new Map<string, string[]>();
+        for (const m of observer.received.slice(from)) by.set(m.topic, [...(by.get(m.topic) ?? []), m.payload]);
+        return by;
+      };
+      const once = (by: Map<string, string[]>) =>
+        [...by]
+          .filter(([topic, payloads]) => topic !== readyTopic && payloads.length !== 1)
+          .map(([topic, payloads]) => `${topic}: ${payloads.length}`);
+
+      const atStart = publications(0);
+      expect(once(atStart)).toEqual([]);
+      expect(atStart.get(readyTopic)).toEqual(["0", "1"]);
+      const topics = [...atStart.keys()].sort();
+      expect(topics).toHaveLength(7);
+
+      // The connection drops: the broker publishes the will; the bridge reconnects.
+      const lost = new Promise<void>((resolve) => {
+        const remove = bridge.mqtt.onDisconnect(() => {
+          remove();
+          resolve();
+        });
+      });
+      const connectsBefore = bridge.mqtt.connectCount;
+      const cutAt = observer.received.length;
+      proxy.cut();
+      await lost;
+      await observer.waitFor(bridgeWill.topic, (m) => observer.received.indexOf(m) >= cutAt && m.payload === bridgeWill.payload);
+      const from = observer.received.length;
+      proxy.restore();
+      // The republish ends by clearing the device's error mark.
+      const errorTopic = `/devices/${BRIDGE_DEVICE_ID}/meta/error`;
+      await observer.waitFor(errorTopic, (m) => observer.received.indexOf(m) >= from && m.payload === "", 10_000);
+      expect(bridge.mqtt.connectCount).toBe(connectsBefore + 1);
+      const again = publications(from);
+      expect(once(again)).toEqual([]);
+      expect(again.get(readyTopic)).toEqual(["1"]);
+      expect([...again.keys()].sort()).toEqual(topics);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("refuses to start on a damaged database, moves it aside, and leaves nothing running", async () => {

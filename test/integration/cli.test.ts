@@ -170,6 +170,19 @@ describe("wb-bridge CLI (real process)", { timeout: 90_000 }, () => {
       ["appliance:amp", "create", "cli"],
       ["appliance:tv", "create", "cli"],
     ]);
+    // The history cursor the CLI prints is taken back; one it did not issue is refused.
+    const historyPage = json<{ items: HistoryItem[]; next_cursor: string | null }>(
+      await run(["state", "history", "--limit", "2", "--json"]),
+    );
+    expect(historyPage.next_cursor).not.toBeNull();
+    const nextHistory = await run(["state", "history", "--limit", "2", "--cursor", historyPage.next_cursor ?? "", "--json"]);
+    expect(json<{ items: HistoryItem[] }>(nextHistory).items.map((h) => [h.key, h.transition])).toEqual([
+      ["appliance:amp", "create"],
+      ["appliance:tv", "create"],
+    ]);
+    const foreign = await run(["state", "history", "--cursor", "1e3"]);
+    expect(foreign.code).toBe(1);
+    expect(foreign.stderr).toMatch(/^wb-bridge: invalid cursor/);
     const deletes = json<{ items: HistoryItem[] }>(
       await run(["state", "history", "appliance:amp", "--transition", "delete", "--json"]),
     ).items;

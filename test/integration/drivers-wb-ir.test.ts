@@ -1,6 +1,9 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../app/server.js";
 import { testConfig } from "../helpers/fixtures.js";
+import type { Received, TestMqttClient } from "../helpers/mqtt.js";
 import { DriverHarness } from "../helpers/peers/harness.js";
 import { EmulatedIrBlaster } from "../helpers/peers/msw-ir.js";
 import { readStoredValue } from "../helpers/sqlite.js";
@@ -130,6 +133,62 @@ describe("wb_ir driver through the bridge (aedes over TCP, emulated WB-MSW v3)",
     expect(again.statusCode, again.body).toBe(200);
     await blaster.waitForPlaybacks(1);
     expect((await app.inject({ url: "/devices/tv/state" })).json()).toMatchObject({ state: { power: true }, reachable: true });
+  });
+
+  it("the demo amplifier's input_tv button: `r` from a press during a broker outage clears when the device answers again, and after a press", async () => {
+    const amplifier = JSON.parse(await readFile(join(import.meta.dirname, "../../config/devices/amplifier.json"), "utf8")) as Record<
+      string,
+      unknown
+    >;
+    const location = (amplifier.config as { location: string }).location;
+    h.own(await EmulatedIrBlaster.start(h.broker.url, location));
+    await h.start({ devices: [amplifier] });
+    const { app } = h.running;
+    const topic = "/devices/amplifier/controls/input_tv/meta/error";
+    const press = () => app.inject({ method: "POST", url: "/devices/amplifier/action", payload: { action: "input_tv" } });
+
+    /** Broker down, a press fails with `r`, a fresh broker on the same port: the bridge is back and republished. */
+    const outage = async () => {
+      const restartBroker = await h.stopBroker();
+      await vi.waitFor(() => expect(app.bridge.mqtt.connected).toBe(false));
+      const failed = await press();
+      expect(failed.statusCode).toBe(503);
+      expect(failed.json().error.code).toBe("device_unreachable");
+      // Registered last, so it runs after the WB devices' republish.
+      const back = new Promise<void>((resolve) => {
+        const off = app.bridge.mqtt.onConnect(() => {
+          off();
+          resolve();
+        });
+      });
+      await restartBroker();
+      await back;
+      const blaster = h.own(await EmulatedIrBlaster.start(h.broker.url, location));
+      const observer = await h.client();
+      await observer.subscribe("/devices/amplifier/#");
+      // The flag the failed press left, republished (and retained) after the reconnect.
+      await observer.waitFor(topic, (m) => m.payload === "r");
+      return { blaster, observer };
+    };
+    const after = (observer: TestMqttClient, from: number, payload: string) => (m: Received) =>
+      observer.received.indexOf(m) >= from && m.payload === payload;
+
+    // IR gives no feedback: the device answers again when a command goes out.
+    let { blaster, observer } = await outage();
+    let from = observer.received.length;
+    expect((await app.inject({ method: "POST", url: "/devices/amplifier/action", payload: { action: "volume_up" } })).statusCode).toBe(200);
+    await observer.waitFor(topic, after(observer, from, ""));
+    await blaster.waitForPlaybacks(1);
+
+    // Away again; this time a successful press of the button itself clears it.
+    ({ blaster, observer } = await outage());
+    from = observer.received.length;
+    expect((await press()).statusCode).toBe(200);
+    await observer.waitFor(topic, after(observer, from, ""));
+    await observer.waitFor("/devices/amplifier/controls/input", after(observer, from, "tv"));
+    await blaster.waitForPlaybacks(1);
+    expect(blaster.roms).toEqual([6]);
+    expect(app.bridge.devices.getState("amplifier").reachable).toBe(true);
   });
 
   it("refuses a bad wb_ir config, naming file and field", async () => {

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../app/server.js";
 import { simulatedDevice, testConfig } from "../helpers/fixtures.js";
 import { DriverHarness } from "../helpers/peers/harness.js";
@@ -79,7 +79,13 @@ describe("wb_relay driver through the bridge (aedes over TCP, emulated wb-mqtt-s
     await relay.forgetRetained();
     await dimmer.forgetRetained();
     const { app } = await h.restart();
-    expect((await app.inject({ url: "/devices/hall/state" })).json()).toEqual(before);
+    expect((await app.inject({ url: "/devices/hall/state" })).json()).toEqual({ ...before, restored: true });
+
+    // The module reports K1 again, the value the database had: that confirms the restored
+    // state, though nothing changes (no write, no event to await: the answer is polled).
+    await relay.set("K1", "1");
+    await vi.waitFor(async () => expect((await app.inject({ url: "/devices/hall/state" })).json().restored).toBe(false));
+    expect((await app.inject({ url: "/devices/hall/state" })).json()).toEqual({ ...before, restored: false });
   });
 
   it("maps both ways: inverted bool and enum names to wire values, and feedback back to canonical values", async () => {

@@ -118,6 +118,17 @@ describe("OpenAPI document and /docs", () => {
     expect(doc.paths["/events"]?.get?.security).toEqual([{ bearerAuth: [] }]);
     expect(doc.paths["/health/ready"]?.get?.security).toEqual([]);
     expect(doc.paths["/state/{key}"]?.delete?.responses).toHaveProperty("204");
+    // The device state answer, with the restored flag documented.
+    const deviceState = doc.paths["/devices/{id}/state"]?.get?.responses["200"] as {
+      content: Record<string, { schema: { properties: Record<string, { type?: string; description?: string }>; required: string[] } }>;
+    };
+    const stateSchema = deviceState.content["application/json"]?.schema;
+    expect(Object.keys(stateSchema?.properties ?? {}).sort()).toEqual(["id", "reachable", "restored", "state", "updated_at"]);
+    expect(stateSchema?.required).toContain("restored");
+    expect(stateSchema?.properties.restored).toMatchObject({
+      type: "boolean",
+      description: expect.stringMatching(/database held at start/),
+    });
   });
 
   it("serves the UI at /docs, public, with the document beside it", async () => {

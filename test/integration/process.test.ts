@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
 import { type BridgeChild, BUNDLE_ENTRY, buildBundle, runToExit, setVolume, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
-import { startTestBroker } from "../helpers/mqtt.js";
+import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 
 const DEVICES = Array.from({ length: 10 }, (_, i) => `dev${i}`);
 
@@ -69,6 +69,45 @@ describe("the real process", () => {
       const ack = acked.get(device) ?? 0;
       // Acknowledged means durable; at most the one request in flight at the kill may also have landed.
       expect([ack, ack + 1], `${device}: acknowledged ${ack}, restored ${state.volume}`).toContain(state.volume);
+    }
+  });
+
+  it("after kill -9 the retained ready is 0 (the will); the next start publishes ready 0 before anything else, 1 once ready", async () => {
+    const ready = "/devices/wb_bridge/controls/ready";
+    const observer = await TestMqttClient.connect(broker.url);
+    try {
+      await observer.subscribe("/devices/#");
+      const first = await startBridge(env);
+      children.push(first);
+      await observer.waitFor(ready, (m) => m.payload === "1", 10_000);
+      const killedAt = observer.received.length;
+      first.proc.kill("SIGKILL");
+      expect((await first.exited).signal).toBe("SIGKILL");
+      await observer.waitFor(ready, (m) => observer.received.indexOf(m) >= killedAt && m.payload === "0");
+      // What a client arriving now is told: the retained value, delivered on subscribing.
+      // (aedes streams retained messages after the SUBACK, so this awaits the message
+      // itself rather than a marker that could overtake it.)
+      const late = await TestMqttClient.connect(broker.url);
+      try {
+        await late.subscribe(ready);
+        expect((await late.waitFor(ready, (m) => m.retain)).payload).toBe("0");
+      } finally {
+        await late.close();
+      }
+
+      const startedAt = observer.received.length;
+      const second = await startBridge(env);
+      children.push(second);
+      await observer.waitFor(ready, (m) => observer.received.indexOf(m) >= startedAt && m.payload === "1", 10_000);
+      const published = observer.received.slice(startedAt);
+      expect(published[0]).toMatchObject({ topic: ready, payload: "0" });
+      expect(published.filter((m) => m.topic === ready).map((m) => m.payload)).toEqual(["0", "1"]);
+      // "1" comes once the devices are restored and presented.
+      const readyAt = published.findIndex((m) => m.topic === ready && m.payload === "1");
+      const deviceTopics = published.slice(0, readyAt).filter((m) => m.topic.startsWith("/devices/dev"));
+      expect(new Set(deviceTopics.map((m) => m.topic.split("/")[2]))).toEqual(new Set(DEVICES));
+    } finally {
+      await observer.close();
     }
   });
 

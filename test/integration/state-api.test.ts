@@ -576,6 +576,35 @@ describe("generic state API (real SQLite file, aedes, Fastify inject)", () => {
       expect(byKey.next_cursor).not.toBeNull();
       expect((await app.inject({ url: "/history?transition=bogus" })).statusCode).toBe(400);
     });
+
+    it("history cursors are opaque like /state's: one the bridge did not issue (1e3, a raw id) is 400 invalid_cursor", async () => {
+      const { app } = await start();
+      for (let i = 0; i < 4; i++) await put(app, "user:c", { i });
+      const first = (await app.inject({ url: "/history?key=user:c&limit=2" })).json() as { items: HistoryItem[]; next_cursor: string };
+      expect(first.next_cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+      const second = await app.inject({ url: `/history?key=user:c&limit=2&cursor=${first.next_cursor}` });
+      expect(second.statusCode).toBe(200);
+      expect((second.json() as { items: HistoryItem[] }).items.map((h) => h.new?.i)).toEqual([1, 0]);
+      const lastId = String(first.items[1]?.id);
+      for (const route of ["/history?key=user:c&", "/state/user:c/history?"]) {
+        for (const cursor of [
+          "1e3", // Number("1e3") is 1000: it used to be read as the id 1000
+          lastId, // the raw id, as the cursor used to be
+          "0x10",
+          ` ${lastId}`,
+          `${first.next_cursor}=`, // padding this bridge never emits
+          first.next_cursor.slice(0, -1), // truncated
+          Buffer.from("1e3").toString("base64url"), // well encoded, but not an id the bridge writes
+          Buffer.from("007").toString("base64url"),
+        ]) {
+          const res = await app.inject({ url: `${route}limit=2&cursor=${encodeURIComponent(cursor)}` });
+          expect(res.statusCode, `${route} ${cursor}`).toBe(400);
+          expect(res.json()).toEqual({ error: { code: "invalid_cursor", message: expect.stringContaining("next_cursor") } });
+        }
+      }
+      // An empty cursor starts at the first page, as on /state.
+      expect((await app.inject({ url: "/history?key=user:c&limit=2&cursor=" })).json()).toEqual(first);
+    });
   });
 
   describe("recovery points", () => {

@@ -18,7 +18,7 @@ import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js
 const offlineMqtt = {
   connected: false,
   subscribe: async () => async () => undefined,
-  onConnect: () => () => undefined,
+  onEveryConnection: async () => () => undefined,
   publish: async () => {
     throw new Error("offline");
   },
