@@ -17,7 +17,6 @@ import {
   type KeyLock,
   type ListedEntry,
   type ListOptions,
-  type StateDecodeError,
   type StateStore,
   StoreClosedError,
   type StoredEntry,
@@ -33,10 +32,13 @@ import {
   type EncodedOp,
   encodeOp,
   type HistoryRow,
+  historyEntry,
+  listedEntries,
   lit,
   MARKER_PLAINTEXT,
   prefixUpperBound,
   type Row,
+  rowEntry,
 } from "./stored-text.js";
 
 export interface PostgresConnectionOptions {
@@ -398,13 +400,7 @@ export class PostgresStateStore implements StateStore {
       `SELECT key, value, updated_at, version, expires_at FROM ${this.schema}.state_store WHERE ${where.join(" AND ")} ORDER BY key${limit}`,
       params,
     );
-    return rows.map((row) => {
-      try {
-        return this.entry(row);
-      } catch (err) {
-        return { key: row.key, error: err as StateDecodeError };
-      }
-    });
+    return listedEntries(this.codec, rows);
   }
 
   async count(prefix = ""): Promise<number> {
@@ -436,16 +432,7 @@ export class PostgresStateStore implements StateStore {
        ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ${Math.max(1, Math.trunc(query.limit))}`,
       params,
     );
-    return rows.map((r) => ({
-      id: r.id,
-      key: r.key,
-      old: r.old === null ? null : decodeStored(this.codec, r.key, r.old),
-      new: r.new === null ? null : decodeStored(this.codec, r.key, r.new),
-      transition: r.transition,
-      source: r.source,
-      actor: r.actor,
-      at: r.at,
-    }));
+    return rows.map((r) => historyEntry(this.codec, r));
   }
 
   async pruneHistory(retention: HistoryRetention, now: number): Promise<number> {
@@ -581,13 +568,7 @@ export class PostgresStateStore implements StateStore {
   }
 
   private entry(row: Row): StoredEntry {
-    return {
-      key: row.key,
-      value: decodeStored(this.codec, row.key, row.value),
-      updatedAt: row.updated_at,
-      version: row.version,
-      expiresAt: row.expires_at,
-    };
+    return rowEntry(this.codec, row);
   }
 
   private async checkEncryption(writer: pg.Client): Promise<void> {

@@ -14,7 +14,6 @@ import {
   type HistoryRetention,
   type ListedEntry,
   type ListOptions,
-  type StateDecodeError,
   type StateStore,
   StoreClosedError,
   StoreCorruptError,
@@ -29,10 +28,13 @@ import {
   type EncodedOp,
   encodeOp,
   type HistoryRow,
+  historyEntry,
+  listedEntries,
   lit,
   MARKER_PLAINTEXT,
   prefixUpperBound,
   type Row,
+  rowEntry,
 } from "./stored-text.js";
 
 export type SynchronousMode = "off" | "normal" | "full" | "extra";
@@ -279,13 +281,7 @@ export class SQLiteStateStore implements StateStore {
       `SELECT key, value, updated_at, version, expires_at FROM state_store WHERE ${where.join(" AND ")} ORDER BY key${limit}`,
       params,
     );
-    return rows.map((row) => {
-      try {
-        return this.entry(row);
-      } catch (err) {
-        return { key: row.key, error: err as StateDecodeError };
-      }
-    });
+    return listedEntries(this.codec, rows);
   }
 
   async count(prefix = ""): Promise<number> {
@@ -322,16 +318,7 @@ export class SQLiteStateStore implements StateStore {
        ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ${Math.max(1, Math.trunc(query.limit))}`,
       params,
     );
-    return rows.map((r) => ({
-      id: r.id,
-      key: r.key,
-      old: r.old === null ? null : this.decodeText(r.key, r.old),
-      new: r.new === null ? null : this.decodeText(r.key, r.new),
-      transition: r.transition,
-      source: r.source,
-      actor: r.actor,
-      at: r.at,
-    }));
+    return rows.map((r) => historyEntry(this.codec, r));
   }
 
   /** Small chunks through the write queue, so retention never holds the writer for long. */
@@ -522,13 +509,7 @@ export class SQLiteStateStore implements StateStore {
   }
 
   private entry(row: Row): StoredEntry {
-    return {
-      key: row.key,
-      value: this.decodeText(row.key, row.value),
-      updatedAt: row.updated_at,
-      version: row.version,
-      expiresAt: row.expires_at,
-    };
+    return rowEntry(this.codec, row);
   }
 
   private decodeText(key: string, stored: string): JsonObject {

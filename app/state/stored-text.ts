@@ -1,7 +1,15 @@
 import { errorMessage } from "../shared/errors.js";
 import { isJsonObject, type JsonObject } from "../shared/json.js";
 import { CodecError, type ValueCodec } from "./codec.js";
-import { StateDecodeError, StoreWriteError, type Transition, type WriteOp } from "./store.js";
+import {
+  type HistoryEntry,
+  type ListedEntry,
+  StateDecodeError,
+  type StoredEntry,
+  StoreWriteError,
+  type Transition,
+  type WriteOp,
+} from "./store.js";
 
 /**
  * How every SQL store keeps a value: JSON text through the codec (plain or encrypted),
@@ -40,6 +48,41 @@ export interface HistoryRow {
   source: string;
   actor: string | null;
   at: number;
+}
+
+/** A `state_store` row as an entry; throws StateDecodeError when its text cannot be read. */
+export function rowEntry(codec: ValueCodec, row: Row): StoredEntry {
+  return {
+    key: row.key,
+    value: decodeStored(codec, row.key, row.value),
+    updatedAt: row.updated_at,
+    version: row.version,
+    expiresAt: row.expires_at,
+  };
+}
+
+/** Listed rows as entries; one that cannot be decoded is reported in its place, never dropped. */
+export function listedEntries(codec: ValueCodec, rows: readonly Row[]): ListedEntry[] {
+  return rows.map((row) => {
+    try {
+      return rowEntry(codec, row);
+    } catch (err) {
+      return { key: row.key, error: err as StateDecodeError };
+    }
+  });
+}
+
+export function historyEntry(codec: ValueCodec, r: HistoryRow): HistoryEntry {
+  return {
+    id: r.id,
+    key: r.key,
+    old: r.old === null ? null : decodeStored(codec, r.key, r.old),
+    new: r.new === null ? null : decodeStored(codec, r.key, r.new),
+    transition: r.transition,
+    source: r.source,
+    actor: r.actor,
+    at: r.at,
+  };
 }
 
 /** The marker row that tells an encrypted database from a plain one (and checks the key). */
