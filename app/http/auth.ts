@@ -92,7 +92,7 @@ function unauthorized(reply: FastifyReply, message: string, invalidToken: boolea
 }
 
 /**
- * Authentication and RBAC on every route (issue 5). Every route declares
+ * Authentication and RBAC on every route. Every route declares
  * `config.permission`; an `onRequest` hook (the first hook, before body parsing)
  * verifies the bearer token and checks the grant. With `auth.mode` `none` nothing is
  * checked (the loader only allows that on loopback unless `allow_insecure_remote`).

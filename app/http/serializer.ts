@@ -4,7 +4,7 @@ import type { FastifySchema, FastifySerializerCompiler } from "fastify";
  * A route-level `serializerCompiler` for answers the route builds from values the bridge
  * has validated itself. The app-wide zod serializer re-validates (encodes) every answer
  * against its schema before `JSON.stringify`; on `GET /devices/:id/state` that cost more
- * than everything else the bridge adds to a request (issue 6, figure 4). The response
+ * than everything else the bridge adds to a request (figure 4 of `npm run bench`). The response
  * schemas stay on the route: the OpenAPI document and the handler's types still come
  * from them. Only for routes whose answer type has exactly the schema's fields and no
  * codecs (dates, transforms): nothing strips unknown fields or encodes values here.

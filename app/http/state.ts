@@ -88,7 +88,7 @@ function historyView(h: {
 }
 
 /**
- * The generic state API (issue 4 §12): any `<namespace>:<id>` key, with ETags for
+ * The generic state API: any `<namespace>:<id>` key, with ETags for
  * optimistic concurrency, history, recovery points and backups. Each route names the
  * permission it needs in `config.permission`, for the auth layer to enforce.
  */

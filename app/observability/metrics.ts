@@ -4,6 +4,7 @@ import type { ScenarioShutdownEvent, ScenarioSwitchedEvent } from "../scenarios/
 import type { EventSource } from "../shared/event-bus.js";
 import type { BackupResult } from "../state/backups.js";
 import type { CacheEvent } from "../state/redis-cache.js";
+import { SeriesCounter, SeriesHistogram } from "./series.js";
 
 /** What DeviceManager reports after each action it accepted (known device and action). */
 export interface ActionInfo {
@@ -59,19 +60,20 @@ export class BridgeMetrics {
   private readonly namespaces = new Set<string>();
   private sources: MetricSources = {};
 
-  private readonly stateOps = new Counter({
-    name: "wb_bridge_state_operations_total",
-    help: "State store operations by operation, key namespace and result.",
-    labelNames: ["op", "namespace", "result"] as const,
-    registers: [this.registry],
-  });
-  private readonly stateOpSeconds = new Histogram({
-    name: "wb_bridge_state_operation_duration_seconds",
-    help: "Duration of state store operations (a write includes waiting for its group commit).",
-    labelNames: ["op", "namespace", "result"] as const,
-    buckets: FAST_BUCKETS,
-    registers: [this.registry],
-  });
+  // Counted on every action: see series.ts for why these are not prom-client's own.
+  private readonly stateOps = new SeriesCounter(
+    "wb_bridge_state_operations_total",
+    "State store operations by operation, key namespace and result.",
+    ["op", "namespace", "result"],
+    this.registry,
+  );
+  private readonly stateOpSeconds = new SeriesHistogram(
+    "wb_bridge_state_operation_duration_seconds",
+    "Duration of state store operations (a write includes waiting for its group commit).",
+    ["op", "namespace", "result"],
+    FAST_BUCKETS,
+    this.registry,
+  );
   private readonly commits = new Counter({
     name: "wb_bridge_state_commits_total",
     help: "Group-commit transactions by result.",
@@ -117,12 +119,12 @@ export class BridgeMetrics {
     labelNames: ["result"] as const,
     registers: [this.registry],
   });
-  private readonly mqttMessages = new Counter({
-    name: "wb_bridge_mqtt_messages_total",
-    help: "MQTT messages received (in) and published (out) by the bridge.",
-    labelNames: ["direction"] as const,
-    registers: [this.registry],
-  });
+  private readonly mqttMessages = new SeriesCounter(
+    "wb_bridge_mqtt_messages_total",
+    "MQTT messages received (in) and published (out) by the bridge.",
+    ["direction"],
+    this.registry,
+  );
   private readonly mqttReconnects = new Counter({
     name: "wb_bridge_mqtt_reconnects_total",
     help: "Connections to the broker established after the first one.",
@@ -133,25 +135,25 @@ export class BridgeMetrics {
     help: "Connections to the broker lost (not counting a clean shutdown).",
     registers: [this.registry],
   });
-  private readonly deviceActions = new Counter({
-    name: "wb_bridge_device_actions_total",
-    help: "Device actions by device, action, source (http, mqtt, scenario) and result.",
-    labelNames: ["device", "action", "source", "result"] as const,
-    registers: [this.registry],
-  });
-  private readonly deviceActionSeconds = new Histogram({
-    name: "wb_bridge_device_action_duration_seconds",
-    help: "Device action latency until committed (or failed), including waiting for earlier actions on the device.",
-    labelNames: ["device", "action", "result"] as const,
-    buckets: ACTION_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly deviceStateChanges = new Counter({
-    name: "wb_bridge_device_state_changes_total",
-    help: "Committed device state changes by source (including hardware feedback).",
-    labelNames: ["source"] as const,
-    registers: [this.registry],
-  });
+  private readonly deviceActions = new SeriesCounter(
+    "wb_bridge_device_actions_total",
+    "Device actions by device, action, source (http, mqtt, scenario) and result.",
+    ["device", "action", "source", "result"],
+    this.registry,
+  );
+  private readonly deviceActionSeconds = new SeriesHistogram(
+    "wb_bridge_device_action_duration_seconds",
+    "Device action latency until committed (or failed), including waiting for earlier actions on the device.",
+    ["device", "action", "result"],
+    ACTION_BUCKETS,
+    this.registry,
+  );
+  private readonly deviceStateChanges = new SeriesCounter(
+    "wb_bridge_device_state_changes_total",
+    "Committed device state changes by source (including hardware feedback).",
+    ["source"],
+    this.registry,
+  );
   private readonly scenarioChanges = new Counter({
     name: "wb_bridge_scenario_switches_total",
     help: "Scenario switches, starts and shutdowns by scenario, operation and result.",
