@@ -1,7 +1,7 @@
 import { cpus } from "node:os";
 
 export interface BenchSettings {
-  /** Concurrent MQTT clients for figure 1 (issue 6: 8 and 64). */
+  /** Concurrent MQTT clients for figure 1 (8 and 64). */
   clientCounts: number[];
   measureMs: number;
   warmupMs: number;
@@ -32,7 +32,7 @@ function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, 
 export const BENCH_DEVICES = 100;
 
 export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSettings {
-  const seconds = positiveNumber(env, "BENCH_SECONDS", 5, 600);
+  const seconds = positiveNumber(env, "BENCH_SECONDS", 4, 600);
   return {
     clientCounts: [8, 64],
     measureMs: seconds * 1000,

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -10,11 +10,22 @@ import type { WindowHooks } from "./closed-loop.js";
 const CLOCK_TICKS_PER_S = 100;
 
 /** User + system CPU seconds a process has used so far, from /proc/<pid>/stat (sync: read at a window's exact edge). */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+export function cpuSeconds(pid: number, stat = readFileSync(`/proc/${pid}/stat`, "utf8")): number {
   // Fields 14 and 15, counted after the command name's closing paren (which may hold spaces).
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+}
+
+/**
+ * CPU seconds of a process's main thread and of all its other threads together (for the
+ * bridge: the libuv pool, where SQLite runs, and V8's GC helpers).
+ */
+export function threadCpuSeconds(pid: number): { main: number; others: number } {
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    if (tid !== String(pid)) others += cpuSeconds(pid, readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8"));
+  }
+  return { main: cpuSeconds(pid, readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8")), others };
 }
 
 /**

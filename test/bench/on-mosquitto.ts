@@ -12,11 +12,20 @@ export interface MosquittoDurable {
   brokerCpuUs: number;
 }
 
+export interface MosquittoEcho {
+  loop: LoopResult;
+  /** CPU per round trip of the echo client (mqtt.js, no state): what any mqtt.js process pays per action. */
+  clientCpuUs: number;
+  brokerCpuUs: number;
+}
+
 export interface MosquittoResult {
-  echo: Map<number, LoopResult>;
+  echo: Map<number, MosquittoEcho>;
   durable: Map<number, MosquittoDurable>;
   rssIdleMb: number;
 }
+
+const perOperation = (seconds: number | undefined, loop: LoopResult) => ((seconds ?? Number.NaN) * 1e6) / loop.operations;
 
 /** The client counts the mosquitto figures are taken at: one (latency) and 64 (CPU per action). */
 const CLIENTS = [1, 64];
@@ -30,10 +39,15 @@ const CLIENTS = [1, 64];
 export async function benchOnMosquitto(root: string, load: (clients: number) => LoadSettings, settleMs: number): Promise<MosquittoResult> {
   const mosquitto = await BenchMosquitto.start(root);
   try {
-    const echo = new Map<number, LoopResult>();
+    const echo = new Map<number, MosquittoEcho>();
     const echoClient = await startEchoClient(mosquitto.url);
     try {
-      for (const clients of CLIENTS) echo.set(clients, await benchBrokerRoundTrip(mosquitto.url, load(clients)));
+      for (const clients of CLIENTS) {
+        const cpu = cpuDuringWindow({ client: echoClient.child.pid, broker: mosquitto.pid });
+        const loop = await benchBrokerRoundTrip(mosquitto.url, load(clients), cpu.hooks);
+        const used = cpu.used();
+        echo.set(clients, { loop, clientCpuUs: perOperation(used.client, loop), brokerCpuUs: perOperation(used.broker, loop) });
+      }
     } finally {
       await echoClient.child.stop();
     }
@@ -47,8 +61,7 @@ export async function benchOnMosquitto(root: string, load: (clients: number) => 
         const cpu = cpuDuringWindow({ bridge: bridge.child.pid, broker: mosquitto.pid });
         const loop = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients), cpu.hooks);
         const used = cpu.used();
-        const perAction = (seconds: number | undefined) => ((seconds ?? Number.NaN) * 1e6) / loop.operations;
-        durable.set(clients, { loop, bridgeCpuUs: perAction(used.bridge), brokerCpuUs: perAction(used.broker) });
+        durable.set(clients, { loop, bridgeCpuUs: perOperation(used.bridge, loop), brokerCpuUs: perOperation(used.broker, loop) });
       }
       return { echo, durable, rssIdleMb };
     } finally {

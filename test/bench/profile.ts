@@ -11,7 +11,7 @@ import { buildBundle } from "../helpers/bridge-process.js";
 import { startBridgeChild } from "./bridge-child.js";
 import { benchDurableActions } from "./durable.js";
 import { BENCH_DEVICES } from "./env.js";
-import { BenchMosquitto, cpuDuringWindow } from "./mosquitto.js";
+import { BenchMosquitto, cpuDuringWindow, threadCpuSeconds } from "./mosquitto.js";
 import { fmt } from "./stats.js";
 
 interface ProfileNode {
@@ -78,13 +78,27 @@ async function main(): Promise<void> {
     });
     const cpu = cpuDuringWindow({ bridge: bridge.child.pid, mosquitto: mosquitto.pid });
     const load = { clients, warmupMs: 1000, measureMs: seconds * 1000, opTimeoutMs: 5000 };
-    const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load, cpu.hooks);
+    let threads = { main: NaN, others: NaN };
+    const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load, {
+      opened: () => {
+        cpu.hooks.opened();
+        threads = threadCpuSeconds(bridge.child.pid);
+      },
+      closed: () => {
+        cpu.hooks.closed();
+        const end = threadCpuSeconds(bridge.child.pid);
+        threads = { main: end.main - threads.main, others: end.others - threads.others };
+      },
+    });
     await bridge.child.stop();
     const perAction = (s: number | undefined) => fmt(((s ?? NaN) * 1e6) / result.operations, 1);
     log(
       `${clients} clients against mosquitto: ${fmt(result.perSecond)} actions/s, p50 ${fmt(result.latency.p50, 3)} ms, p99 ${fmt(result.latency.p99, 3)} ms`,
     );
     log(`  CPU per action: bridge ${perAction(cpu.used().bridge)} µs, mosquitto ${perAction(cpu.used().mosquitto)} µs`);
+    log(
+      `  the bridge's: main thread ${perAction(threads.main)} µs, other threads (libuv pool: SQLite; V8 GC helpers) ${perAction(threads.others)} µs`,
+    );
     const [file] = await readdir(profDir);
     if (!file) throw new Error("no profile written");
     summarizeProfile(JSON.parse(await readFile(join(profDir, file), "utf8")) as CpuProfile, Number(process.env.PROFILE_TOP ?? 40));

@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the figures of issue 6, each beside the baseline it is judged by,
+ * `npm run bench`: the performance figures, each beside the baseline it is judged by,
  * measured in this same run. The bridge and the baselines run in their own processes
  * (the real entry point, as `npm start` runs it); this process only generates load.
  * Everything runs on 127.0.0.1 in a temp directory that is removed at the end.
@@ -16,7 +16,7 @@ import { benchDurableActions, type LoadSettings } from "./durable.js";
 import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
 import { benchDeviceId } from "./fixture.js";
 import { benchStateReads, type HttpReadResult, startBareHttp } from "./http-read.js";
-import { benchOnMosquitto, type MosquittoDurable } from "./on-mosquitto.js";
+import { benchOnMosquitto, type MosquittoDurable, type MosquittoEcho } from "./on-mosquitto.js";
 import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore } from "./restore.js";
 import { fmt, round } from "./stats.js";
@@ -59,6 +59,7 @@ async function withBridge<T>(
 
 async function main(): Promise<void> {
   const s = readSettings();
+  const benchStarted = Date.now();
   const root = await mkdtemp(join(tmpdir(), "wb-bridge-bench-"));
   const load = (clients: number): LoadSettings => ({ clients, warmupMs: s.warmupMs, measureMs: s.measureMs, opTimeoutMs: s.opTimeoutMs });
   const rows: Row[] = [];
@@ -152,7 +153,11 @@ async function main(): Promise<void> {
 
     log(`\n[8-10] against a private mosquitto (set_tcp_nodelay true, max_queued_messages 0), ${BENCH_DEVICES} devices`);
     const onMosquitto = await benchOnMosquitto(root, (clients) => load(clients), s.rssIdleSettleMs);
-    for (const [clients, r] of onMosquitto.echo) log(`  echo client, ${clients} client(s): ${loopLine(r)}`);
+    for (const [clients, r] of onMosquitto.echo) {
+      log(
+        `  echo client, ${clients} client(s): ${loopLine(r.loop)}; CPU/round trip echo client ${fmt(r.clientCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`,
+      );
+    }
     for (const [clients, r] of onMosquitto.durable) {
       log(
         `  bridge, ${clients} client(s): ${loopLine(r.loop)}; CPU/action bridge ${fmt(r.bridgeCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`,
@@ -242,11 +247,12 @@ async function main(): Promise<void> {
     });
     const m64 = onMosquitto.durable.get(64) as MosquittoDurable;
     const m1 = onMosquitto.durable.get(1) as MosquittoDurable;
-    const mEcho1 = onMosquitto.echo.get(1) as LoopResult;
+    const mEcho1 = (onMosquitto.echo.get(1) as MosquittoEcho).loop;
+    const mEcho64 = onMosquitto.echo.get(64) as MosquittoEcho;
     rows.push({
       figure: "8. bridge CPU µs/action, 64 clients, mosquitto",
       measured: fmt(m64.bridgeCpuUs, 1),
-      baseline: `mosquitto ${fmt(m64.brokerCpuUs, 1)} µs/action`,
+      baseline: `mosquitto ${fmt(m64.brokerCpuUs, 1)} µs/action (mqtt.js echo client alone: ${fmt(mEcho64.clientCpuUs, 1)} µs)`,
       ratio: fmt(m64.bridgeCpuUs / m64.brokerCpuUs, 2),
       target: "ratio <= 0.50",
       met: m64.bridgeCpuUs <= 0.5 * m64.brokerCpuUs,
@@ -329,7 +335,13 @@ async function main(): Promise<void> {
         echo: Object.fromEntries(
           [...onMosquitto.echo].map(([c, r]) => [
             c,
-            { per_s: round(r.perSecond, 1), p50_ms: round(r.latency.p50), p99_ms: round(r.latency.p99) },
+            {
+              per_s: round(r.loop.perSecond, 1),
+              p50_ms: round(r.loop.latency.p50),
+              p99_ms: round(r.loop.latency.p99),
+              client_cpu_us: round(r.clientCpuUs, 1),
+              broker_cpu_us: round(r.brokerCpuUs, 1),
+            },
           ]),
         ),
         durable: Object.fromEntries(
@@ -349,8 +361,10 @@ async function main(): Promise<void> {
       disk: { bytes_per_action: round(disk.bytesPerAction, 0), wal_end: disk.walBytesEnd, db_end: disk.dbBytesEnd },
       met: rows.filter((r) => r.met).length,
       of: rows.length,
+      elapsed_s: round((Date.now() - benchStarted) / 1000, 1),
     };
-    log(`\n${JSON.stringify(summary)}`);
+    log(`\nbench took ${fmt(summary.elapsed_s)} s`);
+    log(`${JSON.stringify(summary)}`);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
