@@ -1,6 +1,6 @@
 /**
  * `npm run bench:memory`: figures 10 and 5 alone, with where the memory is. The bridge runs
- * as production runs it (the bundle, BUNDLE_NODE_ARGS); MEMORY_NODE_ARGS adds node flags
+ * as production runs it (the bundle, BUNDLE_NODE_ARGS); BENCH_NODE_ARGS adds node flags
  * (they come after the production ones, so they win), for trying flags out.
  *
  * Each sample prints VmRSS, /proc/<pid>/smaps grouped by mapping (the node binary's
@@ -12,7 +12,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildBundle } from "../helpers/bridge-process.js";
-import { type BridgeUnderTest, startBridgeChild } from "./bridge-child.js";
+import { type BridgeUnderTest, benchNodeArgs, startBridgeChild } from "./bridge-child.js";
 import { BENCH_DEVICES, readSettings } from "./env.js";
 import { BenchMosquitto } from "./mosquitto.js";
 import { benchMemory } from "./resources.js";
@@ -116,9 +116,9 @@ async function report(label: string, bridge: BridgeUnderTest, withProbe: boolean
 
 async function main(): Promise<void> {
   const s = readSettings();
-  const extra = (process.env.MEMORY_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+  const extra = benchNodeArgs();
   const withProbe = process.env.MEMORY_PROBE === "1";
-  const nodeArgs = [...extra, ...(withProbe ? PROBE_ARGS : [])];
+  const nodeArgs = withProbe ? PROBE_ARGS : [];
   const root = await mkdtemp(join(tmpdir(), "wb-bridge-memory-"));
   buildBundle("inherit");
   log(`extra node flags: ${extra.join(" ") || "(none)"}${withProbe ? "; with the probe preload" : ""}`);
