@@ -46,4 +46,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # SIGTERM (docker stop) -> graceful shutdown within shutdown_timeout_ms (default 10 s):
 # give `docker stop -t 15` / stop_grace_period: 15s so it is never cut short by SIGKILL.
 STOPSIGNAL SIGTERM
-CMD ["node", "--max-semi-space-size=8", "--heap-growing-percent=100", "dist/wb-bridge.js"]
+CMD ["node", "--max-semi-space-size=4", "--heap-growing-percent=25", "--no-allocation-site-pretenuring", "dist/wb-bridge.js"]

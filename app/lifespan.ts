@@ -19,7 +19,7 @@ import { ConfigError, errorMessage } from "./shared/errors.js";
 import { EventBus } from "./shared/event-bus.js";
 import type { Sleep } from "./shared/sleep.js";
 import { redactUrl } from "./shared/urls.js";
-import { createStateBackend, customBackend, type StateBackend } from "./state/backend.js";
+import { createStateBackend, customBackend, loadStateEngines, NO_ENGINES, type StateBackend, type StateEngines } from "./state/backend.js";
 import type { BackupManager } from "./state/backups.js";
 import { plainCodec, type ValueCodec } from "./state/codec.js";
 import { FernetCodec, parseKeyList } from "./state/fernet-codec.js";
@@ -119,11 +119,18 @@ export class Bridge {
   private currentPhase: Phase = "created";
   private readonly log: Logger;
 
+  /** The bridge with the state engines its configuration names loaded first (see `loadStateEngines`). */
+  static async create(config: AppConfig, log: Logger, version: string, overrides: BridgeOverrides = {}): Promise<Bridge> {
+    const engines = overrides.store ? NO_ENGINES : await loadStateEngines(config.system.persistence);
+    return new Bridge(config, log, version, overrides, engines);
+  }
+
   constructor(
     readonly config: AppConfig,
     log: Logger,
     readonly version: string,
     private readonly overrides: BridgeOverrides = {},
+    engines: StateEngines = NO_ENGINES,
   ) {
     this.log = log.child({ module: "lifespan" });
     const registry = new DriverRegistry([...builtinDrivers, ...(overrides.drivers ?? [])]);
@@ -138,30 +145,33 @@ export class Bridge {
     this.metrics = metrics;
     this.backend = overrides.store
       ? customBackend(overrides.store)
-      : createStateBackend({
-          persistence,
-          paths: config.paths,
-          databaseUrl: config.secrets.databaseUrl,
-          cacheRedisUrl: config.secrets.cacheRedisUrl,
-          codec: this.codec,
-          history: overrides.history ?? persistence.history.enabled,
-          log,
-          onCommit: (info) => {
-            metrics.observeCommit(info);
-            // Health shows failing storage from the first failed commit until one succeeds again.
-            // A stale key lock refuses one write; storage itself is fine.
-            if (info.error?.failure === "stale_lock") return;
-            this.writeFailure = info.error
-              ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
-              : null;
-            this.watchStorage(info.error?.failure ?? null);
-            if (!info.error) this.committed += 1;
+      : createStateBackend(
+          {
+            persistence,
+            paths: config.paths,
+            databaseUrl: config.secrets.databaseUrl,
+            cacheRedisUrl: config.secrets.cacheRedisUrl,
+            codec: this.codec,
+            history: overrides.history ?? persistence.history.enabled,
+            log,
+            onCommit: (info) => {
+              metrics.observeCommit(info);
+              // Health shows failing storage from the first failed commit until one succeeds again.
+              // A stale key lock refuses one write; storage itself is fine.
+              if (info.error?.failure === "stale_lock") return;
+              this.writeFailure = info.error
+                ? { failure: info.error.failure, since: this.writeFailure?.since ?? new Date().toISOString() }
+                : null;
+              this.watchStorage(info.error?.failure ?? null);
+              if (!info.error) this.committed += 1;
+            },
+            onBackup: (result) => metrics.observeBackup(result),
+            onCache: (event) => metrics.observeCache(event),
+            changeCount: () => this.committed,
+            onLockLost: (reason) => this.raiseFatal(reason),
           },
-          onBackup: (result) => metrics.observeBackup(result),
-          onCache: (event) => metrics.observeCache(event),
-          changeCount: () => this.committed,
-          onLockLost: (reason) => this.raiseFatal(reason),
-        });
+          engines,
+        );
     this.store = new InstrumentedStateStore(this.backend.store, metrics);
     this.backups = this.backend.backups;
     this.state = createStateService(this.store, log.child({ module: "state" }), persistence);

@@ -36,7 +36,7 @@ export interface BuildAppOverrides extends BridgeOverrides {
  */
 export async function buildApp(config: AppConfig, overrides: BuildAppOverrides = {}): Promise<FastifyInstance> {
   const logger = overrides.logger ?? createLogger(config.system.logging.level);
-  const bridge = new Bridge(config, logger, readVersion(), overrides);
+  const bridge = await Bridge.create(config, logger, readVersion(), overrides);
 
   const app = Fastify({
     // pino's Logger is a FastifyBaseLogger; the cast only keeps the app's default generics.

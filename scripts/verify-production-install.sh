@@ -4,7 +4,7 @@
 #   1. copy what the image copies (package*.json, tsconfig.json, app/, config/) from the
 #      files git knows (tracked + untracked-but-not-ignored, as a build context would see);
 #   2. `npm ci --omit=dev` there (sqlite3 builds from source; python3, make, g++ needed);
-#   3. `npm run build`, then start `node --max-semi-space-size=8 --heap-growing-percent=100 dist/wb-bridge.js` as a non-root user with the image's
+#   3. `npm run build`, then start `node --max-semi-space-size=4 --heap-growing-percent=25 --no-allocation-site-pretenuring dist/wb-bridge.js` as a non-root user with the image's
 #      environment, a temporary STATE_PATH and HTTP_PORT=0;
 #   4. wait for the "wb-bridge listening" line, GET /health/live (the HEALTHCHECK);
 #   5. SIGTERM, expect exit 0 and the database file written.
@@ -72,7 +72,7 @@ log="$work/bridge.log"
 # HTTP_HOST=0.0.0.0 in the image needs auth configured; the demo config has none, so bind to loopback here.
 (cd "$work/app" && exec env -i PATH="$PATH" HOME=/tmp NODE_ENV=production CONFIG_DIR="$work/app/config" \
   STATE_PATH="$data/state_store.db" HTTP_HOST=127.0.0.1 HTTP_PORT=0 \
-  "${run_as[@]}" node --max-semi-space-size=8 --heap-growing-percent=100 dist/wb-bridge.js >"$log" 2>&1) &
+  "${run_as[@]}" node --max-semi-space-size=4 --heap-growing-percent=25 --no-allocation-site-pretenuring dist/wb-bridge.js >"$log" 2>&1) &
 pid=$!
 address=""
 for _ in $(seq 1 600); do

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import type { RemoteKeyOptions } from "../auth/keys.js";
 import { isGranted } from "../auth/permissions.js";
-import { type AuthContext, createTokenVerifier, InvalidTokenError, KeySourceUnavailableError } from "../auth/verifier.js";
+import type { AuthContext } from "../auth/verifier.js";
 import type { Bridge } from "../lifespan.js";
 import type { ErrorBody } from "./errors.js";
 import type { Permission } from "./permissions.js";
@@ -112,6 +112,8 @@ export async function registerAuth(app: FastifyInstance, bridge: Bridge, options
 
   if (auth.mode === "none") return;
 
+  // Loaded only when tokens are checked: jose is not needed by a bridge without auth.
+  const { createTokenVerifier, InvalidTokenError, KeySourceUnavailableError } = await import("../auth/verifier.js");
   redactTokensInRequestLogs(app);
   const verifier = createTokenVerifier(auth.jwt, bridge.config.secrets.jwtSecret, options.remote);
   const log = app.log.child({ module: "auth" });

@@ -1,5 +1,4 @@
 import { createServer, type Server, type Socket } from "node:net";
-import { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { listenFailure, type PortUse } from "../shared/listen.js";
 
@@ -24,6 +23,9 @@ export interface EmbeddedBroker {
  */
 export async function startEmbeddedBroker(options: { host: string; port: number; log: Logger }): Promise<EmbeddedBroker> {
   const log = options.log;
+  // Loaded here, not at start: with an external broker (a Wiren Board's mosquitto) aedes
+  // and its dependencies would only cost memory.
+  const { Aedes } = await import("aedes");
   const broker = await Aedes.createBroker();
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {

@@ -122,6 +122,8 @@ export class MqttGateway {
       connectTimeout: 10_000,
       resubscribe: false,
       queueQoSZero: false,
+      // mqtt-packet's default number cache is 65,536 Buffers (6 MB of heap) built on the first write.
+      writeCache: false,
       // The default provider wraps at 65535 and reuses ids still in flight when a burst
       // (republishing thousands of retained topics) outruns the acks; this one queues instead.
       messageIdProvider: new UniqueMessageIdProvider(),

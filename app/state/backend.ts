@@ -4,9 +4,7 @@ import type { persistenceConfigSchema } from "../config/system.js";
 import { BackupManager, type BackupResult, restoreNewestBackup } from "./backups.js";
 import type { ValueCodec } from "./codec.js";
 import { acquireDbLock, type DbLock, type Lease } from "./lock.js";
-import { acquirePgLock, openPgLease } from "./postgres-lock.js";
-import { describePg, type PostgresConnectionOptions, PostgresStateStore } from "./postgres-store.js";
-import { CachedStateStore, type CacheEvent } from "./redis-cache.js";
+import type { CacheEvent } from "./redis-cache.js";
 import { SQLiteStateStore } from "./sqlite-store.js";
 import type { CommitInfo, StateStore } from "./store.js";
 
@@ -55,17 +53,47 @@ export interface StateBackend {
   restoreAfterCorruption(): Promise<{ file: string; created_at: string } | null>;
 }
 
-export function createStateBackend(options: BackendOptions): StateBackend {
-  const backend = options.persistence.backend === "postgres" ? postgresBackend(options) : sqliteBackend(options);
-  return withCache(backend, options);
+/**
+ * The modules of the optional engines, loaded only when the configuration names them:
+ * pg and ioredis (with what they pull in) would otherwise cost every SQLite bridge
+ * several MB of heap. Dynamic imports of these local modules become separate chunks of
+ * the bundle (esbuild `--splitting`), so nothing of them is loaded at start.
+ */
+export interface StateEngines {
+  postgres: typeof import("./postgres-backend.js") | null;
+  cache: typeof import("./redis-cache.js") | null;
+}
+
+/** For a bridge whose store comes from the caller (tests of other layers). */
+export const NO_ENGINES: StateEngines = { postgres: null, cache: null };
+
+export async function loadStateEngines(persistence: PersistenceConfig): Promise<StateEngines> {
+  const [postgres, cache] = await Promise.all([
+    persistence.backend === "postgres" ? import("./postgres-backend.js") : null,
+    persistence.cache ? import("./redis-cache.js") : null,
+  ]);
+  return { postgres, cache };
+}
+
+/** `engines` from `loadStateEngines(options.persistence)`. */
+export function createStateBackend(options: BackendOptions, engines: StateEngines): StateBackend {
+  let backend: StateBackend;
+  if (options.persistence.backend === "postgres") {
+    if (!engines.postgres) throw new Error("the postgres engine was not loaded (loadStateEngines)");
+    backend = engines.postgres.postgresBackend(options);
+  } else {
+    backend = sqliteBackend(options);
+  }
+  return withCache(backend, options, engines);
 }
 
 /** The backend's store behind the Redis read-through cache, when one is configured. */
-function withCache(backend: StateBackend, options: BackendOptions): StateBackend {
+function withCache(backend: StateBackend, options: BackendOptions, engines: StateEngines): StateBackend {
   const cache = options.persistence.cache;
   if (!cache) return backend;
   if (!options.cacheRedisUrl) throw new Error("the state cache needs a Redis URL");
-  const store = new CachedStateStore(backend.store, {
+  if (!engines.cache) throw new Error("the Redis cache was not loaded (loadStateEngines)");
+  const store = new engines.cache.CachedStateStore(backend.store, {
     url: options.cacheRedisUrl,
     ttlS: cache.ttl_s,
     keyPrefix: cache.key_prefix,
@@ -119,35 +147,5 @@ function sqliteBackend(options: BackendOptions): StateBackend {
     backups,
     lock: () => acquireDbLock(paths.db, "wb-bridge"),
     restoreAfterCorruption: () => restoreNewestBackup({ dbPath: paths.db, dir: paths.backups, log }),
-  };
-}
-
-function postgresBackend(options: BackendOptions): StateBackend {
-  const { persistence, log } = options;
-  if (options.databaseUrl === null) throw new Error("the postgres backend needs a database URL");
-  const connection: PostgresConnectionOptions = {
-    url: options.databaseUrl,
-    schema: persistence.postgres.schema,
-    connectTimeoutMs: persistence.postgres.connect_timeout_ms,
-  };
-  const store = new PostgresStateStore({
-    ...connection,
-    readPoolSize: persistence.postgres.read_pool_size,
-    codec: options.codec,
-    history: options.history,
-    log: log.child({ module: "store" }),
-    onCommit: options.onCommit,
-    onFenced: options.onLockLost,
-  });
-  const lockOptions = { ...connection, log: log.child({ module: "lock" }), onLost: options.onLockLost };
-  return {
-    kind: "postgres",
-    store,
-    description: describePg(connection),
-    // The server's own backups (pg_dump, base backups, replicas) cover it.
-    backups: null,
-    lock: () => acquirePgLock(lockOptions),
-    ...(persistence.postgres.pair ? { openLease: () => openPgLease({ ...lockOptions, onActive: (epoch) => store.setFence(epoch) }) } : {}),
-    restoreAfterCorruption: async () => null,
   };
 }

@@ -13,6 +13,14 @@ export interface BridgeUnderTest {
 }
 
 /**
+ * BENCH_NODE_ARGS: node flags added after the production ones (so they win) in every
+ * bench bridge, for measuring what a flag would cost or save before it goes into BUNDLE_NODE_ARGS.
+ */
+export function benchNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "");
+}
+
+/**
  * Starts the bridge as production runs it (the bundle of `app/main.ts`, built by
  * `buildBundle()`) on its own config dir and database under `root/name`, with the
  * embedded broker (or `mqttUrl`'s), and waits until `/health/ready` says it has restored and published
@@ -48,7 +56,7 @@ export async function startBridgeChild(
   const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
   if (options.postgres) env.STATE_DATABASE_URL = options.postgres.url;
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
-  const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...(options.nodeArgs ?? [])]);
+  const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...benchNodeArgs(), ...(options.nodeArgs ?? [])]);
   const httpUrl = `http://127.0.0.1:${httpPort}`;
   try {
     await child.waitReady(`${httpUrl}/health/ready`);

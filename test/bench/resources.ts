@@ -1,5 +1,5 @@
 import { stat } from "node:fs/promises";
-import { startBridgeChild } from "./bridge-child.js";
+import { type BridgeUnderTest, startBridgeChild } from "./bridge-child.js";
 import { driveActions } from "./durable.js";
 import { BenchPeer } from "./mqtt-peer.js";
 
@@ -14,11 +14,25 @@ export interface MemoryResult {
 
 const mb = (bytes: number) => bytes / (1024 * 1024);
 
+export interface MemoryOptions {
+  /** Extra node flags for the bridge (after the production ones). */
+  nodeArgs?: string[];
+  /** Runs after each RSS sample ("start", "at <n>"), between actions (`npm run bench:memory`'s breakdown). */
+  onSample?: (label: string, bridge: BridgeUnderTest) => Promise<void>;
+}
+
 /** Figure 5: the bridge's RSS with `devices` devices, after start and at the half and full action count. */
-export async function benchMemory(root: string, devices: number, actions: number, clients: number): Promise<MemoryResult> {
-  const bridge = await startBridgeChild(root, "memory", { devices });
+export async function benchMemory(
+  root: string,
+  devices: number,
+  actions: number,
+  clients: number,
+  options: MemoryOptions = {},
+): Promise<MemoryResult> {
+  const bridge = await startBridgeChild(root, "memory", { devices, nodeArgs: options.nodeArgs });
   try {
     const rssAfterStartMb = mb(await bridge.child.rssBytes());
+    await options.onSample?.("after start", bridge);
     const samples = new Map<number, number>();
     const half = Math.floor(actions / 2);
     const started = Date.now();
@@ -28,7 +42,9 @@ export async function benchMemory(root: string, devices: number, actions: number
       clients,
       actions,
       async (done) => {
-        if (done === half || done === actions) samples.set(done, mb(await bridge.child.rssBytes()));
+        if (done !== half && done !== actions) return;
+        samples.set(done, mb(await bridge.child.rssBytes()));
+        await options.onSample?.(`at ${done}`, bridge);
       },
       half,
     );

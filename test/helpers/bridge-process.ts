@@ -16,7 +16,7 @@ export interface BridgeChild {
 /** The source entry point under tsx. */
 export const SOURCE_ENTRY = ["--import", "tsx", "app/main.ts"] as const;
 /** The node flags `npm start`, the systemd unit and the image run the bundle with. */
-export const BUNDLE_NODE_ARGS = ["--max-semi-space-size=8", "--heap-growing-percent=100"] as const;
+export const BUNDLE_NODE_ARGS = ["--max-semi-space-size=4", "--heap-growing-percent=25", "--no-allocation-site-pretenuring"] as const;
 export const BUNDLE_FILE = "dist/wb-bridge.js";
 /** What `npm start`, the systemd unit and the image run, after `npm run build`. */
 export const BUNDLE_ENTRY = [...BUNDLE_NODE_ARGS, BUNDLE_FILE] as const;
