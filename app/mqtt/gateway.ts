@@ -7,6 +7,14 @@ import { redactUrl } from "../shared/urls.js";
 import { coalesceWrites } from "./coalesce.js";
 import { assertPublishableTopic, topicMatches } from "./topics.js";
 
+/**
+ * Subscriptions (commands on `/on`, the topics drivers follow) are QoS 0. The session is
+ * clean, so QoS 1 would buy no redelivery across a reconnect, only a PUBACK written back
+ * for every command and the broker's in-flight bookkeeping (mosquitto holds at most 20
+ * unacknowledged messages per client by default, which throttles a burst of commands).
+ * What the bridge publishes stays QoS 1, as the Wiren Board conventions ask.
+ */
+export const SUBSCRIPTION_QOS = 0;
 export interface InboundMessage {
   topic: string;
   payload: Buffer;
@@ -316,7 +324,7 @@ export class MqttGateway {
     if (!this.client || filters.length === 0) return;
     await this.client.subscribeAsync(
       filters.map((f) => f),
-      { qos: 1 },
+      { qos: SUBSCRIPTION_QOS },
     );
   }
 

@@ -44,27 +44,34 @@ export const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
 
 const live = (now: number) => `(s.expires_at IS NULL OR s.expires_at > ${now})`;
 
-/** History rows for the ops, in order; each op's `old` is the previous op's value for that key, or the stored one. */
+/**
+ * History rows for the ops, in order: one plain INSERT per op. SQLite parses every
+ * statement of an `exec()` afresh, and a VALUES-list CTE joined back to the store cost
+ * about twice the CPU of these per commit (most commits carry one or a few ops). Each
+ * op's `old` is the previous op's value for that key, or the stored one.
+ */
 function historySql(ops: readonly EncodedOp[], now: number): string {
   const seen = new Map<string, string | null>();
-  const rows = ops.map((op, i) => {
-    const hasPrev = seen.has(op.key);
-    const prev = hasPrev ? (seen.get(op.key) ?? null) : null;
-    seen.set(op.key, op.text);
-    return `(${i}, ${lit(op.key)}, ${lit(op.text)}, ${lit(prev)}, ${hasPrev ? 1 : 0}, ${lit(op.transition ?? null)}, ${lit(op.source)}, ${lit(op.actor)})`;
-  });
-  return `
-    WITH v(i, key, new, prev, has_prev, transition, source, actor) AS (VALUES ${rows.join(", ")}),
-    o AS (
-      SELECT v.*, CASE WHEN has_prev THEN prev
-        ELSE (SELECT s.value FROM state_store s WHERE s.key = v.key AND ${live(now)}) END AS old
-      FROM v
-    )
-    INSERT INTO state_history (key, old, new, transition, source, actor, at)
-    SELECT key, old, new,
-      COALESCE(transition, CASE WHEN new IS NULL THEN 'delete' WHEN old IS NULL THEN 'create' ELSE 'update' END),
-      source, actor, ${now}
-    FROM o WHERE NOT (new IS NULL AND old IS NULL) ORDER BY i;`;
+  return ops
+    .map((op) => {
+      const key = lit(op.key);
+      const tail = `${lit(op.source)}, ${lit(op.actor)}, ${now}`;
+      if (seen.has(op.key)) {
+        const old = seen.get(op.key) ?? null;
+        seen.set(op.key, op.text);
+        if (old === null && op.text === null) return "";
+        const transition = op.transition ?? (op.text === null ? "delete" : old === null ? "create" : "update");
+        return `INSERT INTO state_history (key, old, new, transition, source, actor, at) VALUES (${key}, ${lit(old)}, ${lit(op.text)}, ${lit(transition)}, ${tail});`;
+      }
+      seen.set(op.key, op.text);
+      const stored = `(SELECT s.value FROM state_store s WHERE s.key = ${key} AND ${live(now)})`;
+      const given = lit(op.transition ?? null);
+      // A delete of a key that holds nothing (or only an expired value) leaves no row.
+      return op.text === null
+        ? `INSERT INTO state_history (key, old, new, transition, source, actor, at) SELECT ${key}, o.v, NULL, COALESCE(${given}, 'delete'), ${tail} FROM (SELECT ${stored} AS v) o WHERE o.v IS NOT NULL;`
+        : `INSERT INTO state_history (key, old, new, transition, source, actor, at) SELECT ${key}, o.v, ${lit(op.text)}, COALESCE(${given}, CASE WHEN o.v IS NULL THEN 'create' ELSE 'update' END), ${tail} FROM (SELECT ${stored} AS v) o;`;
+    })
+    .join("\n");
 }
 
 const ROWS_PER_STATEMENT = 500;

@@ -4,6 +4,7 @@
  * devices. Prints "ready <port>" once the echo client is subscribed.
  */
 import { startEmbeddedBroker } from "../../app/mqtt/broker.js";
+import { SUBSCRIPTION_QOS } from "../../app/mqtt/gateway.js";
 import { createLogger } from "../../app/observability/logger.js";
 import { BenchPeer } from "./mqtt-peer.js";
 
@@ -15,7 +16,8 @@ const echo = await BenchPeer.connect(external ?? (broker as NonNullable<typeof b
 echo.client.on("message", (topic, payload) => {
   echo.client.publish(`bench/resp/${topic.slice("bench/req/".length)}`, payload, { qos: 1, retain: false });
 });
-await echo.subscribe(["bench/req/+"]);
+// On the wire as the bridge is: commands in at its subscription QoS, answers out at QoS 1.
+await echo.subscribe(["bench/req/+"], SUBSCRIPTION_QOS);
 process.stdout.write(`ready ${new URL(external ?? (broker as NonNullable<typeof broker>).url).port}\n`);
 
 const stop = () => {

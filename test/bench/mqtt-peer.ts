@@ -51,8 +51,8 @@ export class BenchPeer {
     });
   }
 
-  async subscribe(filters: string[]): Promise<void> {
-    const granted = await this.client.subscribeAsync(filters, { qos: 1 });
+  async subscribe(filters: string[], qos: 0 | 1 = 1): Promise<void> {
+    const granted = await this.client.subscribeAsync(filters, { qos });
     const refused = granted.filter((g) => g.qos === 128);
     if (refused.length > 0) throw new Error(`subscription refused: ${refused.map((g) => g.topic).join(", ")}`);
   }
