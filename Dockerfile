@@ -23,6 +23,7 @@ FROM node:20-bookworm-slim AS runtime
 # never sets `auth.allow_insecure_remote`; set HTTP_HOST=127.0.0.1 with host networking
 # if the API must stay local.
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     CONFIG_DIR=/app/config \
     STATE_PATH=/data/state_store.db \
     HTTP_HOST=0.0.0.0 \

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { BUNDLE_FILE, BUNDLE_NODE_ARGS } from "../helpers/bridge-process.js";
+import { BUNDLE_ENV, BUNDLE_FILE, BUNDLE_NODE_ARGS } from "../helpers/bridge-process.js";
 import { freePort } from "../helpers/ports.js";
 import { ChildUnderTest } from "./child.js";
 import { benchDeviceId, writeBenchConfigDir } from "./fixture.js";
@@ -53,7 +53,7 @@ export async function startBridgeChild(
     mqttUrl: options.mqttUrl,
     postgresSchema: options.postgres?.schema,
   });
-  const env: Record<string, string> = { CONFIG_DIR: join(dir, "config") };
+  const env: Record<string, string> = { ...BUNDLE_ENV, CONFIG_DIR: join(dir, "config") };
   if (options.postgres) env.STATE_DATABASE_URL = options.postgres.url;
   if (options.encryptionKey) env.STATE_ENCRYPTION_KEY = options.encryptionKey;
   const child = ChildUnderTest.start(BUNDLE_FILE, env, [...BUNDLE_NODE_ARGS, ...benchNodeArgs(), ...(options.nodeArgs ?? [])]);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hsToken, SECRET_ENV, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET } from "../helpers/auth.js";
-import { type BridgeChild, BUNDLE_ENTRY, buildBundle, startBridge } from "../helpers/bridge-process.js";
+import { type BridgeChild, BUNDLE_ENTRY, BUNDLE_ENV, buildBundle, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { dropSchema, requirePostgres, TEST_POSTGRES_URL, uniqueSchema } from "../helpers/postgres.js";
 import { dropPrefix, requireRedis, TEST_REDIS_URL, uniquePrefix } from "../helpers/redis.js";
@@ -34,7 +34,13 @@ describe.runIf(ready)("the bundle with PostgreSQL, the Redis cache, JWT auth and
       devices: [simulatedDevice("tv")],
     });
     bridge = await startBridge(
-      { CONFIG_DIR: configDir, STATE_DATABASE_URL: TEST_POSTGRES_URL, STATE_REDIS_URL: TEST_REDIS_URL, [SECRET_ENV]: TEST_SECRET },
+      {
+        ...BUNDLE_ENV,
+        CONFIG_DIR: configDir,
+        STATE_DATABASE_URL: TEST_POSTGRES_URL,
+        STATE_REDIS_URL: TEST_REDIS_URL,
+        [SECRET_ENV]: TEST_SECRET,
+      },
       30_000,
       BUNDLE_ENTRY,
     );

@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EmbeddedBroker } from "../../app/mqtt/broker.js";
-import { type BridgeChild, BUNDLE_ENTRY, buildBundle, runToExit, setVolume, startBridge } from "../helpers/bridge-process.js";
+import { type BridgeChild, BUNDLE_ENTRY, BUNDLE_ENV, buildBundle, runToExit, setVolume, startBridge } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 import { startTestBroker, TestMqttClient } from "../helpers/mqtt.js";
 
@@ -123,7 +123,7 @@ describe("the real process", () => {
 
     // The restart runs what `npm start` runs: the bundle built from this source.
     buildBundle();
-    const again = await startBridge(env, 20_000, BUNDLE_ENTRY);
+    const again = await startBridge({ ...env, ...BUNDLE_ENV }, 20_000, BUNDLE_ENTRY);
     children.push(again);
     const res = await fetch(`${again.url}/devices/dev9/state`);
     expect(((await res.json()) as { state: { volume: number } }).state.volume).toBe(59);
