@@ -123,13 +123,17 @@ async function main(): Promise<void> {
   buildBundle("inherit");
   log(`extra node flags: ${extra.join(" ") || "(none)"}${withProbe ? "; with the probe preload" : ""}`);
   try {
-    log(`\n[10] idle on a private mosquitto, ${BENCH_DEVICES} devices, ${s.rssIdleSettleMs / 1000} s after ready`);
+    log(
+      `\n[10] idle on a private mosquitto, ${BENCH_DEVICES} devices, ${s.rssIdleSettleMs / 1000} s and ${s.rssIdleSteadyMs / 1000} s after ready`,
+    );
     const mosquitto = await BenchMosquitto.start(root);
     try {
       const bridge = await startBridgeChild(root, "idle", { devices: BENCH_DEVICES, mqttUrl: mosquitto.url, nodeArgs });
       try {
         await new Promise((resolve) => setTimeout(resolve, s.rssIdleSettleMs));
         await report("idle", bridge, withProbe);
+        await new Promise((resolve) => setTimeout(resolve, s.rssIdleSteadyMs - s.rssIdleSettleMs));
+        await report("idle, steady", bridge, withProbe);
       } finally {
         await bridge.child.stop();
       }
@@ -142,9 +146,10 @@ async function main(): Promise<void> {
     const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64, {
       nodeArgs,
       onSample: (label, bridge) => report(label, bridge, withProbe),
+      settledMs: s.rssIdleSteadyMs,
     });
     log(
-      `RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s, ${fmt(memory.actions / memory.seconds, 0)} actions/s)`,
+      `RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s, ${fmt(memory.actions / memory.seconds, 0)} actions/s), ${fmt(memory.rssSettledMb ?? Number.NaN)} MB ${s.rssIdleSteadyMs / 1000} s later`,
     );
   } finally {
     await rm(root, { recursive: true, force: true });

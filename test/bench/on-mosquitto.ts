@@ -22,7 +22,9 @@ export interface MosquittoEcho {
 export interface MosquittoResult {
   echo: Map<number, MosquittoEcho>;
   durable: Map<number, MosquittoDurable>;
+  /** RSS `settleMs` after ready, then `steadyMs` after ready (after V8's memory reducer). */
   rssIdleMb: number;
+  rssSteadyMb: number;
 }
 
 const perOperation = (seconds: number | undefined, loop: LoopResult) => ((seconds ?? Number.NaN) * 1e6) / loop.operations;
@@ -36,7 +38,11 @@ const CLIENTS = [1, 64];
  * broker, so one round trip crosses mosquitto twice, as an action does; then the bridge on
  * the same mosquitto, with the CPU time of both processes read at the window's edges.
  */
-export async function benchOnMosquitto(root: string, load: (clients: number) => LoadSettings, settleMs: number): Promise<MosquittoResult> {
+export async function benchOnMosquitto(
+  root: string,
+  load: (clients: number) => LoadSettings,
+  idle: { settleMs: number; steadyMs: number },
+): Promise<MosquittoResult> {
   const mosquitto = await BenchMosquitto.start(root);
   try {
     const echo = new Map<number, MosquittoEcho>();
@@ -54,8 +60,10 @@ export async function benchOnMosquitto(root: string, load: (clients: number) => 
     const bridge = await startBridgeChild(root, "on-mosquitto", { devices: BENCH_DEVICES, mqttUrl: mosquitto.url });
     try {
       // Idle: restored, published, and left alone for a moment (timers, lazy compilation settle).
-      await new Promise((resolve) => setTimeout(resolve, settleMs));
+      await new Promise((resolve) => setTimeout(resolve, idle.settleMs));
       const rssIdleMb = (await bridge.child.rssBytes()) / (1024 * 1024);
+      await new Promise((resolve) => setTimeout(resolve, idle.steadyMs - idle.settleMs));
+      const rssSteadyMb = (await bridge.child.rssBytes()) / (1024 * 1024);
       const durable = new Map<number, MosquittoDurable>();
       for (const clients of CLIENTS) {
         const cpu = cpuDuringWindow({ bridge: bridge.child.pid, broker: mosquitto.pid });
@@ -63,7 +71,7 @@ export async function benchOnMosquitto(root: string, load: (clients: number) => 
         const used = cpu.used();
         durable.set(clients, { loop, bridgeCpuUs: perOperation(used.bridge, loop), brokerCpuUs: perOperation(used.broker, loop) });
       }
-      return { echo, durable, rssIdleMb };
+      return { echo, durable, rssIdleMb, rssSteadyMb };
     } finally {
       await bridge.child.stop();
     }

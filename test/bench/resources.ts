@@ -9,6 +9,8 @@ export interface MemoryResult {
   rssAfterStartMb: number;
   rssAt50kMb: number;
   rssAt100kMb: number;
+  /** With `settledMs`: the RSS that long after the last action, the bridge left idle. */
+  rssSettledMb?: number;
   seconds: number;
 }
 
@@ -19,6 +21,8 @@ export interface MemoryOptions {
   nodeArgs?: string[];
   /** Runs after each RSS sample ("start", "at <n>"), between actions (`npm run bench:memory`'s breakdown). */
   onSample?: (label: string, bridge: BridgeUnderTest) => Promise<void>;
+  /** Reads the RSS once more this long after the load ends (`npm run bench:memory`; the main bench skips it for time). */
+  settledMs?: number;
 }
 
 /** Figure 5: the bridge's RSS with `devices` devices, after start and at the half and full action count. */
@@ -48,13 +52,21 @@ export async function benchMemory(
       },
       half,
     );
+    const seconds = (Date.now() - started) / 1000;
+    let rssSettledMb: number | undefined;
+    if (options.settledMs !== undefined) {
+      await new Promise((resolve) => setTimeout(resolve, options.settledMs));
+      rssSettledMb = mb(await bridge.child.rssBytes());
+      await options.onSample?.(`${options.settledMs / 1000} s after the last action`, bridge);
+    }
     return {
       devices,
       actions,
       rssAfterStartMb,
       rssAt50kMb: samples.get(half) ?? NaN,
       rssAt100kMb: samples.get(actions) ?? NaN,
-      seconds: (Date.now() - started) / 1000,
+      rssSettledMb,
+      seconds,
     };
   } finally {
     await bridge.child.stop();
