@@ -15,6 +15,7 @@ import { assertPublishableTopic, topicMatches } from "./topics.js";
  * What the bridge publishes stays QoS 1, as the Wiren Board conventions ask.
  */
 export const SUBSCRIPTION_QOS = 0;
+
 export interface InboundMessage {
   topic: string;
   payload: Buffer;
@@ -322,10 +323,7 @@ export class MqttGateway {
 
   private async subscribeFilters(filters: string[]): Promise<void> {
     if (!this.client || filters.length === 0) return;
-    await this.client.subscribeAsync(
-      filters.map((f) => f),
-      { qos: SUBSCRIPTION_QOS },
-    );
+    await this.client.subscribeAsync(filters, { qos: SUBSCRIPTION_QOS });
   }
 
   private scheduleReconnect(): void {

@@ -44,6 +44,8 @@ export const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
 
 const live = (now: number) => `(s.expires_at IS NULL OR s.expires_at > ${now})`;
 
+const INSERT_HISTORY = "INSERT INTO state_history (key, old, new, transition, source, actor, at)";
+
 /**
  * History rows for the ops, in order: one plain INSERT per op. SQLite parses every
  * statement of an `exec()` afresh, and a VALUES-list CTE joined back to the store cost
@@ -54,22 +56,22 @@ function historySql(ops: readonly EncodedOp[], now: number): string {
   const seen = new Map<string, string | null>();
   return ops
     .map((op) => {
+      const earlier = seen.has(op.key);
+      const old = seen.get(op.key) ?? null;
+      seen.set(op.key, op.text);
       const key = lit(op.key);
       const tail = `${lit(op.source)}, ${lit(op.actor)}, ${now}`;
-      if (seen.has(op.key)) {
-        const old = seen.get(op.key) ?? null;
-        seen.set(op.key, op.text);
+      if (earlier) {
         if (old === null && op.text === null) return "";
         const transition = op.transition ?? (op.text === null ? "delete" : old === null ? "create" : "update");
-        return `INSERT INTO state_history (key, old, new, transition, source, actor, at) VALUES (${key}, ${lit(old)}, ${lit(op.text)}, ${lit(transition)}, ${tail});`;
+        return `${INSERT_HISTORY} VALUES (${key}, ${lit(old)}, ${lit(op.text)}, ${lit(transition)}, ${tail});`;
       }
-      seen.set(op.key, op.text);
       const stored = `(SELECT s.value FROM state_store s WHERE s.key = ${key} AND ${live(now)})`;
       const given = lit(op.transition ?? null);
       // A delete of a key that holds nothing (or only an expired value) leaves no row.
       return op.text === null
-        ? `INSERT INTO state_history (key, old, new, transition, source, actor, at) SELECT ${key}, o.v, NULL, COALESCE(${given}, 'delete'), ${tail} FROM (SELECT ${stored} AS v) o WHERE o.v IS NOT NULL;`
-        : `INSERT INTO state_history (key, old, new, transition, source, actor, at) SELECT ${key}, o.v, ${lit(op.text)}, COALESCE(${given}, CASE WHEN o.v IS NULL THEN 'create' ELSE 'update' END), ${tail} FROM (SELECT ${stored} AS v) o;`;
+        ? `${INSERT_HISTORY} SELECT ${key}, o.v, NULL, COALESCE(${given}, 'delete'), ${tail} FROM (SELECT ${stored} AS v) o WHERE o.v IS NOT NULL;`
+        : `${INSERT_HISTORY} SELECT ${key}, o.v, ${lit(op.text)}, COALESCE(${given}, CASE WHEN o.v IS NULL THEN 'create' ELSE 'update' END), ${tail} FROM (SELECT ${stored} AS v) o;`;
     })
     .join("\n");
 }
