@@ -1,7 +1,7 @@
-import swagger, { type SwaggerTransform } from "@fastify/swagger";
-import swaggerUi from "@fastify/swagger-ui";
-import type { FastifyInstance, FastifySchema, RouteOptions } from "fastify";
-import { createJsonSchemaTransform, createJsonSchemaTransformObject } from "fastify-type-provider-zod";
+// Types only: `schema.hide`. The packages themselves load with the docs (docs-app.ts).
+import type {} from "@fastify/swagger";
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
+import { NotFoundError } from "../shared/errors.js";
 import type { Permission } from "./permissions.js";
 import "./permissions.js";
 
@@ -29,7 +29,11 @@ declare module "fastify" {
  * Records routes as they are added. The entries are read when asked, not when added,
  * so what later `onRoute` hooks set (the docs routes' permission) is seen.
  */
-export function routeCollector(): { onRoute: (route: RouteOptions) => void; routes: () => RouteEntry[] } {
+export function routeCollector(): {
+  onRoute: (route: RouteOptions) => void;
+  routes: () => RouteEntry[];
+  options: () => readonly RouteOptions[];
+} {
   const seen: RouteOptions[] = [];
   return {
     onRoute: (route) => {
@@ -45,6 +49,7 @@ export function routeCollector(): { onRoute: (route: RouteOptions) => void; rout
           hidden: (route.schema as { hide?: boolean } | undefined)?.hide === true,
         })),
       ),
+    options: () => seen,
   };
 }
 
@@ -53,64 +58,60 @@ export function securityFor(permission: Permission | undefined): Array<Record<st
   return permission === "public" ? [] : [{ bearerAuth: [] }];
 }
 
-const zodTransform = createJsonSchemaTransform({});
-
-/**
- * The zod schemas -> JSON Schema (fastify-type-provider-zod), then the operation's
- * security and `x-permission` from the route's `config.permission` and a tag from the
- * first path segment. Routes without any schema (SSE) still get an operation.
- */
-const transform: SwaggerTransform = (document) => {
-  const { schema, url } = zodTransform(document);
-  const permission = document.route.config?.permission;
-  const withHide = schema as (FastifySchema & { hide?: boolean }) | undefined;
-  if (withHide?.hide) return { schema, url };
-  const tag = url.split("/")[1] || "root";
-  return {
-    url,
-    schema: {
-      ...schema,
-      tags: [tag],
-      security: securityFor(permission),
-      ...(permission === undefined ? {} : { "x-permission": permission }),
-    } as FastifySchema,
-  };
-};
+/** Response headers of the docs instance that belong to its own connection, not the bridge's. */
+const HOP_HEADERS = new Set(["connection", "content-length", "date", "keep-alive", "transfer-encoding"]);
 
 /**
  * OpenAPI 3.1 document from the zod route schemas (DESIGN §6: one source for validation
  * and documentation) with the UI at /docs and the JSON at /docs/json. Registered before
- * the routes: @fastify/swagger collects routes in an `onRoute` hook.
+ * the routes, whose options an `onRoute` hook keeps. The document and the UI are built on
+ * the first request to /docs, by a Fastify instance of their own (`docs-app.ts`, loaded
+ * then): a bridge whose docs nobody opens never loads the swagger packages (about 3 MB
+ * of a controller's memory). Every route exists by then, so the document is complete.
  */
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
   const collector = routeCollector();
   app.addHook("onRoute", collector.onRoute);
   app.decorate("routeTable", collector.routes);
 
-  await app.register(swagger, {
-    openapi: {
-      openapi: "3.1.0",
-      info: {
-        title: "wb-bridge",
-        version,
-        description: "Devices, scenarios and state of the bridge. Errors are `{ error: { code, message, details? } }`.",
-      },
-      components: {
-        securitySchemes: {
-          bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" },
-        },
-      },
-    },
-    transform,
-    transformObject: createJsonSchemaTransformObject({}),
+  let docs: Promise<FastifyInstance> | null = null;
+  const docsApp = (): Promise<FastifyInstance> => {
+    docs ??= import("./docs-app.js")
+      .then(({ buildDocsApp }) =>
+        buildDocsApp({
+          routes: collector.options().filter((route) => !isDocsUrl(route.url)),
+          version,
+          prefix: DOCS_PREFIX,
+          log: app.log.child({ component: "docs" }),
+        }),
+      )
+      .catch((err: unknown) => {
+        // Not kept: the next request tries again.
+        docs = null;
+        throw err;
+      });
+    return docs;
+  };
+  app.addHook("onClose", async () => {
+    const built = await docs?.catch(() => null);
+    await built?.close();
   });
 
-  // In its own scope so the onRoute hook below touches only the UI's routes: the UI,
-  // its static files and the document are public (swagger-ui has no route config option).
-  await app.register(async (docs) => {
-    docs.addHook("onRoute", (route) => {
-      route.config = { ...route.config, permission: "public" };
-    });
-    await docs.register(swaggerUi, { routePrefix: DOCS_PREFIX });
-  });
+  const forward = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const answer = await (await docsApp()).inject({ method: request.method as "GET" | "HEAD", url: request.url, headers: request.headers });
+    // Its 404s in the API's error shape, like every other unknown path.
+    if (answer.statusCode === 404) throw new NotFoundError("route_not_found", `no docs page ${request.method} ${request.url.split("?")[0]}`);
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value !== undefined && !HOP_HEADERS.has(name)) reply.header(name, value);
+    }
+    return reply.code(answer.statusCode).send(answer.rawPayload);
+  };
+  // The UI, its static files and the document are public, whatever auth requires.
+  const options = { schema: { hide: true }, config: { permission: "public" as const } };
+  app.get(DOCS_PREFIX, options, forward);
+  app.get(`${DOCS_PREFIX}/*`, options, forward);
+}
+
+function isDocsUrl(url: string): boolean {
+  return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`);
 }

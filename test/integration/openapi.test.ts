@@ -68,7 +68,8 @@ describe("OpenAPI document and /docs", () => {
       info: { title: "wb-bridge", version: app.bridge.version },
       components: { securitySchemes: { bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
     });
-    expect(app.swagger()).toEqual(doc);
+    // Built on demand, once: a second request answers the same document.
+    expect((await app.inject({ url: `${DOCS_PREFIX}/json` })).json()).toEqual(doc);
 
     const routes = app.routeTable().filter((r) => !r.url.startsWith(`${DOCS_PREFIX}/`) && r.url !== DOCS_PREFIX);
     // Sanity: the collector saw the app's routes (one of each kind the issue names).
@@ -105,7 +106,7 @@ describe("OpenAPI document and /docs", () => {
 
   it("takes parameters, bodies and responses from the zod schemas", async () => {
     const { app } = await start();
-    const doc = app.swagger() as unknown as Document;
+    const doc = (await app.inject({ url: `${DOCS_PREFIX}/json` })).json() as Document;
     const action = doc.paths["/devices/{id}/action"]?.post;
     expect(action?.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ in: "path", name: "id" })]));
     const body = action?.requestBody?.content["application/json"]?.schema as { properties: Record<string, unknown>; required: string[] };
@@ -145,6 +146,29 @@ describe("OpenAPI document and /docs", () => {
     const docsRoutes = app.routeTable().filter((r) => r.url === DOCS_PREFIX || r.url.startsWith(`${DOCS_PREFIX}/`));
     expect(docsRoutes.length).toBeGreaterThan(0);
     expect(docsRoutes.filter((r) => r.permission !== "public")).toEqual([]);
+  });
+
+  it("loads the swagger packages only when the docs are first asked for", async () => {
+    const { app } = await start();
+    // @fastify/swagger decorates the instance it is registered on: never the bridge's.
+    expect(app.hasDecorator("swagger")).toBe(false);
+    // Concurrent first requests share one build, and HEAD answers like GET.
+    const [json, yaml, head] = await Promise.all([
+      app.inject({ url: `${DOCS_PREFIX}/json` }),
+      app.inject({ url: `${DOCS_PREFIX}/yaml` }),
+      app.inject({ method: "HEAD", url: `${DOCS_PREFIX}/json` }),
+    ]);
+    expect(json.statusCode).toBe(200);
+    expect(json.headers["content-type"]).toMatch(/application\/json/);
+    expect(yaml.statusCode).toBe(200);
+    expect(yaml.body).toMatch(/^openapi: 3\./m);
+    expect(head.statusCode).toBe(200);
+    expect(head.body).toBe("");
+    // The bridge's own answer around the forwarded one: its request id, and 404s in its shape.
+    expect(json.headers["x-request-id"]).toEqual(expect.any(String));
+    const missing = await app.inject({ url: `${DOCS_PREFIX}/static/no-such-file.js` });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json()).toMatchObject({ error: { code: "route_not_found", message: expect.stringContaining("no-such-file.js") } });
   });
 
   it("keeps the UI and the document public when tokens are required", async () => {
