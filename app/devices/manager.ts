@@ -7,7 +7,7 @@ import type { ParamValues } from "../config/scenario.js";
 import type { MqttGateway } from "../mqtt/gateway.js";
 import { AppError, BadRequestError, ConflictError, errorMessage, NotFoundError, ServiceUnavailableError } from "../shared/errors.js";
 import type { EventSink } from "../shared/event-bus.js";
-import type { JsonObject } from "../shared/json.js";
+import { type JsonObject, sameJson } from "../shared/json.js";
 import { KeyedQueue } from "../shared/keyed-queue.js";
 import type { ReadResult, StateService } from "../state/service.js";
 import { type DeviceControl, deriveControls } from "./controls.js";
@@ -314,7 +314,7 @@ export class DeviceManager {
       throw new AppError(500, "invalid_driver_state", `driver ${device.definition.driver} produced an invalid state for ${id}`);
     }
     const previous = device.state;
-    const changed = Object.keys(next.data).filter((k) => JSON.stringify(previous[k]) !== JSON.stringify(next.data[k]));
+    const changed = Object.keys(next.data).filter((k) => !sameJson(previous[k], next.data[k]));
     // Feedback that repeats what is known is not a change: no write, no event. It still
     // confirms a restored state.
     if (!action && changed.length === 0) {

@@ -69,7 +69,7 @@ export class MemoryStateStore implements StateStore {
     const texts = ops.map((op) => {
       if (op.value === null) return null;
       try {
-        return JSON.stringify(op.value);
+        return op.json ?? JSON.stringify(op.value);
       } catch (err) {
         throw new StoreWriteError(`value of ${op.key} is not serializable: ${err instanceof Error ? err.message : String(err)}`);
       }

@@ -528,7 +528,8 @@ export class StateService {
       }
       checked = parsed.data;
     }
-    const size = Buffer.byteLength(JSON.stringify(checked));
+    const json = JSON.stringify(checked);
+    const size = Buffer.byteLength(json);
     if (size > this.maxValueBytes && !INTERNAL_NAMESPACES.includes(namespace)) {
       throw new PayloadTooLargeError("state_value_too_large", `value for ${key} is ${size} bytes; the limit is ${this.maxValueBytes}`);
     }
@@ -544,6 +545,7 @@ export class StateService {
         expiresAt,
         meta: { transition, source: options.source, actor: options.actor },
         ...fenced(fenceToken),
+        json,
       },
     ]);
     this.notify({ key, old: current?.value ?? null, new: checked, transition, source: options.source, actor: options.actor ?? null });

@@ -27,6 +27,11 @@ export interface WriteOp {
    * newer token has reached the key: its lock was lost (held past its time) meanwhile.
    */
   fenceToken?: number;
+  /**
+   * `JSON.stringify(value)`, when the caller already made it (the state service does, to
+   * check the size limit): a store keeps this text instead of serializing the value again.
+   */
+  json?: string;
 }
 
 export interface StoredEntry {

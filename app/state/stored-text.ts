@@ -94,7 +94,7 @@ export function encodeOp(codec: ValueCodec, op: WriteOp): EncodedOp {
   let text: string | null = null;
   if (op.value !== null) {
     try {
-      text = codec.encode(JSON.stringify(op.value));
+      text = codec.encode(op.json ?? JSON.stringify(op.value));
     } catch (err) {
       throw new StoreWriteError(`value of ${op.key} is not serializable: ${errorMessage(err)}`);
     }

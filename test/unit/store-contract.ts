@@ -160,6 +160,15 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
         expect(keysOf(await store.list("group:"))).toEqual(["group:a", "group:c"]);
       });
 
+      it("keeps the JSON text a caller already made instead of serializing the value again", async () => {
+        // A value JSON.stringify cannot serialize: only the given text can have been stored.
+        const cyclic: JsonObject = { name: "loop" };
+        cyclic.self = cyclic;
+        await store.write([{ key: "group:j", value: cyclic, json: '{"name":"loop"}' }]);
+        expect(await store.get("group:j")).toEqual({ name: "loop" });
+        expect((await historyOf(store, "group:j")).map((h) => h.new)).toEqual([{ name: "loop" }]);
+      });
+
       it("is all or nothing: one value that cannot be stored fails the whole write, with no history", async () => {
         await store.set("group:a", { v: 0 });
         const cyclic: JsonObject = { name: "loop" };
