@@ -100,7 +100,8 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
   const forward = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     const answer = await (await docsApp()).inject({ method: request.method as "GET" | "HEAD", url: request.url, headers: request.headers });
     // Its 404s in the API's error shape, like every other unknown path.
-    if (answer.statusCode === 404) throw new NotFoundError("route_not_found", `no docs page ${request.method} ${request.url.split("?")[0]}`);
+    if (answer.statusCode === 404)
+      throw new NotFoundError("route_not_found", `no docs page ${request.method} ${request.url.split("?")[0]}`);
     for (const [name, value] of Object.entries(answer.headers)) {
       if (value !== undefined && !HOP_HEADERS.has(name)) reply.header(name, value);
     }

@@ -22,6 +22,12 @@ export interface BenchSettings {
    * the pages start-up garbage held (about 10 MB); the RSS then stays where it is.
    */
   rssIdleSteadyMs: number;
+  /**
+   * How long figure 5's bridge sits idle after its load before the reading it is judged by:
+   * V8's memory reducer collects only once the allocation rate has been low for a while
+   * (5 s of throughput history, checked on an 8 s timer), 7-12 s after the last action here.
+   */
+  memorySettleMs: number;
 }
 
 function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
@@ -55,6 +61,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): BenchSetting
     ioSeconds: Math.floor(positiveNumber(env, "BENCH_IO_SECONDS", env.BENCH_LONG === "1" ? 600 : 30, 3600)),
     rssIdleSettleMs: 2000,
     rssIdleSteadyMs: 12_000,
+    memorySettleMs: 30_000,
   };
 }
 

@@ -146,10 +146,10 @@ async function main(): Promise<void> {
     const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64, {
       nodeArgs,
       onSample: (label, bridge) => report(label, bridge, withProbe),
-      settledMs: s.rssIdleSteadyMs,
+      settledMs: s.memorySettleMs,
     });
     log(
-      `RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s, ${fmt(memory.actions / memory.seconds, 0)} actions/s), ${fmt(memory.rssSettledMb ?? Number.NaN)} MB ${s.rssIdleSteadyMs / 1000} s later`,
+      `RSS after start ${fmt(memory.rssAfterStartMb)} MB, at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s, ${fmt(memory.actions / memory.seconds, 0)} actions/s), ${fmt(memory.rssSettledMb ?? Number.NaN)} MB ${fmt((memory.settledAfterMs ?? Number.NaN) / 1000, 1)} s later, idle`,
     );
   } finally {
     await rm(root, { recursive: true, force: true });

@@ -2,6 +2,7 @@ import { stat } from "node:fs/promises";
 import { type BridgeUnderTest, startBridgeChild } from "./bridge-child.js";
 import { driveActions } from "./durable.js";
 import { BenchPeer } from "./mqtt-peer.js";
+import { fmt } from "./stats.js";
 
 export interface MemoryResult {
   devices: number;
@@ -11,6 +12,8 @@ export interface MemoryResult {
   rssAt100kMb: number;
   /** With `settledMs`: the RSS that long after the last action, the bridge left idle. */
   rssSettledMb?: number;
+  /** How long after the last action that reading was taken (at least `settledMs`). */
+  settledAfterMs?: number;
   seconds: number;
 }
 
@@ -21,8 +24,14 @@ export interface MemoryOptions {
   nodeArgs?: string[];
   /** Runs after each RSS sample ("start", "at <n>"), between actions (`npm run bench:memory`'s breakdown). */
   onSample?: (label: string, bridge: BridgeUnderTest) => Promise<void>;
-  /** Reads the RSS once more this long after the load ends (`npm run bench:memory`; the main bench skips it for time). */
+  /**
+   * Reads the RSS once more, the bridge left idle, at least this long after the load ends:
+   * V8's memory reducer gives back the young generation and the old space's garbage only
+   * some seconds after the allocation rate has dropped (7-12 s after the last action here).
+   */
   settledMs?: number;
+  /** Other work to run while the bridge settles (the main bench measures figure 6 meanwhile); the reading waits for it too. */
+  meanwhile?: () => Promise<void>;
 }
 
 /** Figure 5: the bridge's RSS with `devices` devices, after start and at the half and full action count. */
@@ -54,10 +63,13 @@ export async function benchMemory(
     );
     const seconds = (Date.now() - started) / 1000;
     let rssSettledMb: number | undefined;
+    let settledAfterMs: number | undefined;
     if (options.settledMs !== undefined) {
-      await new Promise((resolve) => setTimeout(resolve, options.settledMs));
+      const ended = Date.now();
+      await Promise.all([new Promise((resolve) => setTimeout(resolve, options.settledMs)), options.meanwhile?.()]);
       rssSettledMb = mb(await bridge.child.rssBytes());
-      await options.onSample?.(`${options.settledMs / 1000} s after the last action`, bridge);
+      settledAfterMs = Date.now() - ended;
+      await options.onSample?.(`${fmt(settledAfterMs / 1000, 1)} s after the last action`, bridge);
     }
     return {
       devices,
@@ -66,6 +78,7 @@ export async function benchMemory(
       rssAt50kMb: samples.get(half) ?? NaN,
       rssAt100kMb: samples.get(actions) ?? NaN,
       rssSettledMb,
+      settledAfterMs,
       seconds,
     };
   } finally {
