@@ -401,6 +401,24 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
         expect(keysOf(await store.list("ttl:"))).toEqual(["ttl:c", "ttl:d"]);
       });
 
+      it("keeps a transition the writer names, the old value still read from the store", async () => {
+        const t0 = clock.now();
+        await store.set("named:k", { v: 1 });
+        await store.write([{ key: "named:k", value: { v: 2 }, meta: { transition: "activate", source: "http" } }]);
+        await store.write([{ key: "named:e", value: { v: 1 }, expiresAt: t0 + 10 }]);
+        clock.advance(20);
+        await store.write([{ key: "named:e", value: { v: 2 }, meta: { transition: "resume", source: "http" } }]);
+        expect(await historyOf(store, "named:k")).toEqual([
+          { old: null, new: { v: 1 }, transition: "create", source: "internal", actor: null },
+          { old: { v: 1 }, new: { v: 2 }, transition: "activate", source: "http", actor: null },
+        ]);
+        // An expired value is nobody's `old`, whatever the transition is called.
+        expect((await historyOf(store, "named:e")).map((h) => [h.transition, h.old])).toEqual([
+          ["create", null],
+          ["resume", null],
+        ]);
+      });
+
       it("writing an expired key again makes it live, and clears the expiry unless given", async () => {
         const t0 = clock.now();
         await store.write([{ key: "ttl:k", value: { v: 1 }, expiresAt: t0 + 10 }]);
