@@ -24,6 +24,11 @@ declare module "fastify" {
   }
 }
 
+/** Fastify asks for a default compiler only where none is set, and the app sets zod's at the root. */
+function noDefaultCompiler(): never {
+  throw new Error("a route without the zod compilers: they are set on the root instance before any route");
+}
+
 export interface BuildAppOverrides extends BridgeOverrides {
   logger?: Logger;
   events?: EventsOptions;
@@ -52,6 +57,10 @@ export async function buildApp(config: AppConfig, overrides: BuildAppOverrides =
     // What Node's parser or the router refuses answers in the API's error shape too.
     clientErrorHandler: answerClientError(logger),
     frameworkErrors: answerFrameworkError,
+    // Every route validates and serializes with zod (set right below, before any route):
+    // with factories of its own Fastify never loads its defaults (ajv, fast-json-stringify
+    // and what they pull in, about 100 modules a controller would hold for nothing).
+    schemaController: { compilersFactory: { buildValidator: noDefaultCompiler, buildSerializer: noDefaultCompiler } },
   });
   limitJsonDepth(app);
   app.setValidatorCompiler(validatorCompiler);
