@@ -82,7 +82,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
           routes: collector.options().filter((route) => !isDocsUrl(route.url)),
           version,
           prefix: DOCS_PREFIX,
-          log: app.log.child({ component: "docs" }),
+          log: app.log.child({ module: "docs" }),
         }),
       )
       .catch((err: unknown) => {
