@@ -24,6 +24,7 @@ FROM node:20-bookworm-slim AS runtime
 # if the API must stay local.
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=32768 \
     CONFIG_DIR=/app/config \
     STATE_PATH=/data/state_store.db \
     HTTP_HOST=0.0.0.0 \

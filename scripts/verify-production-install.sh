@@ -70,7 +70,7 @@ fi
 step "starting the bridge (the image's environment; loopback bind, temporary STATE_PATH, HTTP_PORT=0)"
 log="$work/bridge.log"
 # HTTP_HOST=0.0.0.0 in the image needs auth configured; the demo config has none, so bind to loopback here.
-(cd "$work/app" && exec env -i PATH="$PATH" HOME=/tmp NODE_ENV=production MALLOC_ARENA_MAX=2 CONFIG_DIR="$work/app/config" \
+(cd "$work/app" && exec env -i PATH="$PATH" HOME=/tmp NODE_ENV=production MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=32768 CONFIG_DIR="$work/app/config" \
   STATE_PATH="$data/state_store.db" HTTP_HOST=127.0.0.1 HTTP_PORT=0 \
   "${run_as[@]}" node --max-semi-space-size=4 --heap-growing-percent=25 --no-allocation-site-pretenuring dist/wb-bridge.js >"$log" 2>&1) &
 pid=$!
