@@ -357,7 +357,7 @@ export class DeviceManager {
       }
       const next = state?.success ? state.data : device.driver.defaultState();
       // A re-read after missed notifications finds most devices as they were.
-      if (source === "peer" && JSON.stringify(next) === JSON.stringify(device.state)) return;
+      if (source === "peer" && sameJson(next, device.state)) return;
       device.state = next;
       device.updatedAt = Date.now();
       device.storedByNewer = false;
