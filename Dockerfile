@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund \
  && node -e "require('sqlite3')"
 COPY tsconfig.json ./
+COPY scripts/build.mjs ./scripts/build.mjs
 COPY app ./app
 RUN npm run build
 

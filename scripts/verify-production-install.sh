@@ -31,7 +31,7 @@ done
 
 step "copying the image's files to $work/app"
 mkdir -p "$work/app"
-git ls-files -z --cached --others --exclude-standard -- package.json package-lock.json tsconfig.json app config \
+git ls-files -z --cached --others --exclude-standard -- package.json package-lock.json tsconfig.json scripts/build.mjs app config \
   | (cd "$repo" && xargs -0 cp --parents -t "$work/app")
 echo "$(find "$work/app" -type f | wc -l) files"
 

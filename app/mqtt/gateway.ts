@@ -1,11 +1,19 @@
+import { createRequire } from "node:module";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { type IClientOptions, MqttClient, UniqueMessageIdProvider } from "mqtt";
+import type { IClientOptions, MqttClient, UniqueMessageIdProvider } from "mqtt";
 import type { Logger } from "pino";
 import { errorMessage } from "../shared/errors.js";
 import { redactUrl } from "../shared/urls.js";
 import { coalesceWrites } from "./coalesce.js";
 import { assertPublishableTopic, topicMatches } from "./topics.js";
+
+// The client's own modules, not mqtt's index, which also loads every transport it can build
+// (tls, ws, socks with ip-address): the gateway builds its stream itself. Required, since
+// what an ES default import of these CommonJS modules gives differs between Node and vitest.
+const requireModule = createRequire(import.meta.url);
+const { default: Client } = requireModule("mqtt/lib/client") as { default: typeof MqttClient };
+const { default: IdProvider } = requireModule("mqtt/lib/unique-message-id-provider") as { default: typeof UniqueMessageIdProvider };
 
 /**
  * Subscriptions (commands on `/on`, the topics drivers follow) are QoS 0. The session is
@@ -135,7 +143,7 @@ export class MqttGateway {
       writeCache: false,
       // The default provider wraps at 65535 and reuses ids still in flight when a burst
       // (republishing thousands of retained topics) outruns the acks; this one queues instead.
-      messageIdProvider: new UniqueMessageIdProvider(),
+      messageIdProvider: new IdProvider(),
       username: this.options.username ?? (url.username ? decodeURIComponent(url.username) : undefined),
       password: this.options.password ?? (url.password ? decodeURIComponent(url.password) : undefined),
       will: this.options.will ? { ...this.options.will, qos: 1 } : undefined,
@@ -149,7 +157,7 @@ export class MqttGateway {
       coalesceWrites(socket);
       return socket;
     };
-    const client = new MqttClient(streamBuilder, clientOptions);
+    const client = new Client(streamBuilder, clientOptions);
     this.client = client;
 
     const firstConnect = new Promise<void>((resolve) => {

@@ -1,9 +1,9 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { ActionFailedEvent, DeviceStateEvent } from "../devices/events.js";
 import type { ScenarioShutdownEvent, ScenarioSwitchedEvent } from "../scenarios/state.js";
 import type { EventSource } from "../shared/event-bus.js";
 import type { BackupResult } from "../state/backups.js";
 import type { CacheEvent } from "../state/redis-cache.js";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "./prom.js";
 import { SeriesCounter, SeriesHistogram } from "./series.js";
 
 /** What DeviceManager reports after each action it accepted (known device and action). */
@@ -195,7 +195,7 @@ export class BridgeMetrics {
       },
     });
     // Process metrics and event-loop lag (nodejs_eventloop_lag_*), into this registry only.
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.defaultMetrics ?? true) collectDefaultMetrics(this.registry);
   }
 
   /** Adds (or replaces) live sources read at scrape time. */

@@ -42,28 +42,37 @@ export async function benchOnMosquitto(
   root: string,
   load: (clients: number) => LoadSettings,
   idle: { settleMs: number; steadyMs: number },
+  /** Runs while the bridge sits idle after the echo rounds (a phase of another figure, so the wait costs no time). */
+  meanwhile: () => Promise<void> = async () => {},
 ): Promise<MosquittoResult> {
   const mosquitto = await BenchMosquitto.start(root);
   try {
-    const echo = new Map<number, MosquittoEcho>();
-    const echoClient = await startEchoClient(mosquitto.url);
-    try {
-      for (const clients of CLIENTS) {
-        const cpu = cpuDuringWindow({ client: echoClient.child.pid, broker: mosquitto.pid });
-        const loop = await benchBrokerRoundTrip(mosquitto.url, load(clients), cpu.hooks);
-        const used = cpu.used();
-        echo.set(clients, { loop, clientCpuUs: perOperation(used.client, loop), brokerCpuUs: perOperation(used.broker, loop) });
-      }
-    } finally {
-      await echoClient.child.stop();
-    }
+    // The bridge starts first and sits idle, restored and published, through the echo rounds
+    // (their topics are not its) and `meanwhile`, until its idle RSS is read.
     const bridge = await startBridgeChild(root, "on-mosquitto", { devices: BENCH_DEVICES, mqttUrl: mosquitto.url });
     try {
-      // Idle: restored, published, and left alone for a moment (timers, lazy compilation settle).
-      await new Promise((resolve) => setTimeout(resolve, idle.settleMs));
-      const rssIdleMb = (await bridge.child.rssBytes()) / (1024 * 1024);
-      await new Promise((resolve) => setTimeout(resolve, idle.steadyMs - idle.settleMs));
-      const rssSteadyMb = (await bridge.child.rssBytes()) / (1024 * 1024);
+      const readyAt = Date.now();
+      const rssAt = async (ms: number) => {
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, readyAt + ms - Date.now())));
+        return (await bridge.child.rssBytes()) / (1024 * 1024);
+      };
+      const early = rssAt(idle.settleMs);
+      early.catch(() => undefined); // awaited below; a failure before then must not go unhandled
+      const echo = new Map<number, MosquittoEcho>();
+      const echoClient = await startEchoClient(mosquitto.url);
+      try {
+        for (const clients of CLIENTS) {
+          const cpu = cpuDuringWindow({ client: echoClient.child.pid, broker: mosquitto.pid });
+          const loop = await benchBrokerRoundTrip(mosquitto.url, load(clients), cpu.hooks);
+          const used = cpu.used();
+          echo.set(clients, { loop, clientCpuUs: perOperation(used.client, loop), brokerCpuUs: perOperation(used.broker, loop) });
+        }
+      } finally {
+        await echoClient.child.stop();
+      }
+      await meanwhile();
+      const rssIdleMb = await early;
+      const rssSteadyMb = await rssAt(idle.steadyMs);
       const durable = new Map<number, MosquittoDurable>();
       for (const clients of CLIENTS) {
         const cpu = cpuDuringWindow({ bridge: bridge.child.pid, broker: mosquitto.pid });

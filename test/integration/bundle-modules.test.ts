@@ -1,0 +1,109 @@
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type BridgeChild,
+  BUNDLE_ENV,
+  BUNDLE_FILE,
+  BUNDLE_NODE_ARGS,
+  buildBundle,
+  repoRoot,
+  startBridge,
+} from "../helpers/bridge-process.js";
+import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
+
+/** Written by the preload on SIGUSR2: every CommonJS module the process has loaded. */
+const PRELOAD = `
+const { writeFileSync } = require("node:fs");
+process.on("SIGUSR2", () => writeFileSync(process.env.LOADED_MODULES_FILE, JSON.stringify(Object.keys(require.cache))));
+`;
+
+/**
+ * What the production bundle loads at start: the mqtt client without mqtt's index (every
+ * transport it can build), prom-client's classes without its index (Pushgateway, cluster
+ * aggregator, @opentelemetry/api), and zod carried in the bundle instead of its ~80 modules.
+ */
+describe("the production bundle's modules", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let bridge: BridgeChild | null = null;
+  let loadedFile = "";
+
+  beforeAll(async () => {
+    buildBundle();
+    dir = await tempDir();
+    const preload = join(dir.path, "preload.cjs");
+    await writeFile(preload, PRELOAD);
+    loadedFile = join(dir.path, "loaded.json");
+    const configDir = await writeConfigDir(dir.path, {
+      system: { mqtt: { client_id: "bundle-modules", embedded: { enabled: true, host: "127.0.0.1", port: 0 } } },
+      devices: [simulatedDevice("tv")],
+    });
+    bridge = await startBridge({ ...BUNDLE_ENV, CONFIG_DIR: configDir, LOADED_MODULES_FILE: loadedFile }, 30_000, [
+      ...BUNDLE_NODE_ARGS,
+      "--require",
+      preload,
+      BUNDLE_FILE,
+    ]);
+  });
+
+  afterAll(async () => {
+    if (bridge && bridge.proc.exitCode === null) {
+      bridge.proc.kill("SIGTERM");
+      expect((await bridge.exited).code).toBe(0);
+    }
+    await dir?.remove();
+  });
+
+  async function loadedModules(): Promise<string[]> {
+    const proc = (bridge as BridgeChild).proc;
+    proc.kill("SIGUSR2");
+    for (;;) {
+      const text = await readFile(loadedFile, "utf8").catch(() => null);
+      if (text) return (JSON.parse(text) as string[]).map((path) => path.slice(repoRoot.length + 1));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  it("loads the mqtt client and prom-client's classes, not their indexes", async () => {
+    const loaded = await loadedModules();
+    expect(loaded).toContain("node_modules/mqtt/build/lib/client.js");
+    expect(loaded).toContain("node_modules/prom-client/lib/registry.js");
+    const unwanted = loaded.filter((path) =>
+      /^node_modules\/(mqtt\/build\/(index\.js|lib\/connect\/)|prom-client\/(index\.js|lib\/(pushgateway|cluster)\.js)|@opentelemetry\/|zod\/|fastify-type-provider-zod\/)/.test(
+        path,
+      ),
+    );
+    expect(unwanted).toEqual([]);
+  });
+
+  it("carries zod and its Fastify type provider in the bundle", async () => {
+    const files = (await readdir(join(repoRoot, "dist"))).filter((name) => name.endsWith(".js"));
+    const texts = await Promise.all(files.map((name) => readFile(join(repoRoot, "dist", name), "utf8")));
+    const importers = files.filter((_, i) => /from\s*"(zod|fastify-type-provider-zod)[/"]/.test(texts[i] ?? ""));
+    expect(importers).toEqual([]);
+    // ... and a schema error still reads as zod's, from the bundled copy.
+    const url = (bridge as BridgeChild).url;
+    const bad = await fetch(`${url}/devices/tv/action`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ action: 42 }),
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toMatch(/action/);
+  });
+
+  it("serves the process CPU counters it writes itself beside prom-client's default metrics", async () => {
+    const text = await (await fetch(`${(bridge as BridgeChild).url}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(value("process_cpu_seconds_total")).toBeGreaterThan(0);
+    expect(value("process_cpu_user_seconds_total")).toBeGreaterThan(0);
+    expect(value("process_cpu_system_seconds_total")).toBeGreaterThanOrEqual(0);
+    expect(value("process_cpu_seconds_total")).toBeCloseTo(
+      value("process_cpu_user_seconds_total") + value("process_cpu_system_seconds_total"),
+      6,
+    );
+    expect(text).toMatch(/^# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds\.$/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds /m);
+    expect(text).toMatch(/^nodejs_heap_size_used_bytes /m);
+  });
+});
