@@ -1,5 +1,6 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type BridgeChild,
@@ -12,10 +13,10 @@ import {
 } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 
-/** Written by the preload on SIGUSR2: every CommonJS module the process has loaded. */
+/** Printed by the preload on SIGUSR2, one stderr line: every CommonJS module the process has loaded. */
+const LOADED_MARK = "loaded modules: ";
 const PRELOAD = `
-const { writeFileSync } = require("node:fs");
-process.on("SIGUSR2", () => writeFileSync(process.env.LOADED_MODULES_FILE, JSON.stringify(Object.keys(require.cache))));
+process.on("SIGUSR2", () => process.stderr.write(${JSON.stringify(LOADED_MARK)} + JSON.stringify(Object.keys(require.cache)) + "\\n"));
 `;
 
 /**
@@ -26,24 +27,17 @@ process.on("SIGUSR2", () => writeFileSync(process.env.LOADED_MODULES_FILE, JSON.
 describe("the production bundle's modules", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let bridge: BridgeChild | null = null;
-  let loadedFile = "";
 
   beforeAll(async () => {
     buildBundle();
     dir = await tempDir();
     const preload = join(dir.path, "preload.cjs");
     await writeFile(preload, PRELOAD);
-    loadedFile = join(dir.path, "loaded.json");
     const configDir = await writeConfigDir(dir.path, {
       system: { mqtt: { client_id: "bundle-modules", embedded: { enabled: true, host: "127.0.0.1", port: 0 } } },
       devices: [simulatedDevice("tv")],
     });
-    bridge = await startBridge({ ...BUNDLE_ENV, CONFIG_DIR: configDir, LOADED_MODULES_FILE: loadedFile }, 30_000, [
-      ...BUNDLE_NODE_ARGS,
-      "--require",
-      preload,
-      BUNDLE_FILE,
-    ]);
+    bridge = await startBridge({ ...BUNDLE_ENV, CONFIG_DIR: configDir }, 30_000, [...BUNDLE_NODE_ARGS, "--require", preload, BUNDLE_FILE]);
   });
 
   afterAll(async () => {
@@ -56,11 +50,14 @@ describe("the production bundle's modules", () => {
 
   async function loadedModules(): Promise<string[]> {
     const proc = (bridge as BridgeChild).proc;
-    proc.kill("SIGUSR2");
-    for (;;) {
-      const text = await readFile(loadedFile, "utf8").catch(() => null);
-      if (text) return (JSON.parse(text) as string[]).map((path) => path.slice(repoRoot.length + 1));
-      await new Promise((resolve) => setImmediate(resolve));
+    const lines = createInterface({ input: proc.stderr as NodeJS.ReadableStream });
+    try {
+      const line = new Promise<string>((resolve) => lines.on("line", (l) => l.startsWith(LOADED_MARK) && resolve(l)));
+      proc.kill("SIGUSR2");
+      const paths = JSON.parse((await line).slice(LOADED_MARK.length)) as string[];
+      return paths.map((path) => path.slice(repoRoot.length + 1));
+    } finally {
+      lines.close();
     }
   }
 
