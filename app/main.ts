@@ -7,6 +7,7 @@ import { createLogger } from "./observability/logger.js";
 import { buildApp } from "./server.js";
 import { ConfigError, errorMessage } from "./shared/errors.js";
 import { assertCanListen, listenFailure } from "./shared/listen.js";
+import { silenceDisabledDebug } from "./shared/quiet-debug.js";
 
 /**
  * Entry point: config (files + environment) -> logger -> app -> listen.
@@ -16,6 +17,8 @@ import { assertCanListen, listenFailure } from "./shared/listen.js";
 async function main(): Promise<void> {
   let config: AppConfig;
   let app: FastifyInstance;
+  // Before anything loads the MQTT modules (the broker and the client load them on start).
+  silenceDisabledDebug();
   try {
     const drivers = new DriverRegistry(builtinDrivers);
     const startLog = createLogger("silent");

@@ -10,10 +10,16 @@ import { assertPublishableTopic, topicMatches } from "./topics.js";
 
 // The client's own modules, not mqtt's index, which also loads every transport it can build
 // (tls, ws, socks with ip-address): the gateway builds its stream itself. Required, since
-// what an ES default import of these CommonJS modules gives differs between Node and vitest.
+// what an ES default import of these CommonJS modules gives differs between Node and vitest;
+// and on first start rather than at import, so that the entry point has set up what they
+// load first (`silenceDisabledDebug`).
 const requireModule = createRequire(import.meta.url);
-const { default: Client } = requireModule("mqtt/lib/client") as { default: typeof MqttClient };
-const { default: IdProvider } = requireModule("mqtt/lib/unique-message-id-provider") as { default: typeof UniqueMessageIdProvider };
+function clientModules(): { Client: typeof MqttClient; IdProvider: typeof UniqueMessageIdProvider } {
+  return {
+    Client: (requireModule("mqtt/lib/client") as { default: typeof MqttClient }).default,
+    IdProvider: (requireModule("mqtt/lib/unique-message-id-provider") as { default: typeof UniqueMessageIdProvider }).default,
+  };
+}
 
 /**
  * Subscriptions (commands on `/on`, the topics drivers follow) are QoS 0. The session is
@@ -129,6 +135,7 @@ export class MqttGateway {
     const secure = url.protocol === "mqtts:";
     const host = url.hostname.replace(/^\[|\]$/g, "");
     const port = Number(url.port || (secure ? 8883 : 1883));
+    const { Client, IdProvider } = clientModules();
     const clientOptions: IClientOptions = {
       clientId: this.options.clientId,
       protocolVersion: 4,

@@ -13,10 +13,17 @@ import {
 } from "../helpers/bridge-process.js";
 import { simulatedDevice, tempDir, writeConfigDir } from "../helpers/fixtures.js";
 
-/** Printed by the preload on SIGUSR2, one stderr line: every CommonJS module the process has loaded. */
+/**
+ * Printed by the preload on SIGUSR2, one stderr line: every CommonJS module the process has
+ * loaded, and the name of the function the `debug` package's cache entry exports.
+ */
 const LOADED_MARK = "loaded modules: ";
 const PRELOAD = `
-process.on("SIGUSR2", () => process.stderr.write(${JSON.stringify(LOADED_MARK)} + JSON.stringify(Object.keys(require.cache)) + "\\n"));
+process.on("SIGUSR2", () => {
+  const debug = Object.entries(require.cache).find(([path]) => path.endsWith("/node_modules/debug/src/index.js"));
+  const report = { modules: Object.keys(require.cache), debugFactory: debug ? debug[1].exports.name : null };
+  process.stderr.write(${JSON.stringify(LOADED_MARK)} + JSON.stringify(report) + "\\n");
+});
 `;
 
 /**
@@ -48,21 +55,21 @@ describe("the production bundle's modules", () => {
     await dir?.remove();
   });
 
-  async function loadedModules(): Promise<string[]> {
+  async function loadedModules(): Promise<{ modules: string[]; debugFactory: string | null }> {
     const proc = (bridge as BridgeChild).proc;
     const lines = createInterface({ input: proc.stderr as NodeJS.ReadableStream });
     try {
       const line = new Promise<string>((resolve) => lines.on("line", (l) => l.startsWith(LOADED_MARK) && resolve(l)));
       proc.kill("SIGUSR2");
-      const paths = JSON.parse((await line).slice(LOADED_MARK.length)) as string[];
-      return paths.map((path) => path.slice(repoRoot.length + 1));
+      const report = JSON.parse((await line).slice(LOADED_MARK.length)) as { modules: string[]; debugFactory: string | null };
+      return { ...report, modules: report.modules.map((path) => path.slice(repoRoot.length + 1)) };
     } finally {
       lines.close();
     }
   }
 
   it("loads the mqtt client and prom-client's classes, not their indexes", async () => {
-    const loaded = await loadedModules();
+    const loaded = (await loadedModules()).modules;
     expect(loaded).toContain("node_modules/mqtt/build/lib/client.js");
     expect(loaded).toContain("node_modules/prom-client/lib/registry.js");
     const unwanted = loaded.filter((path) =>
@@ -71,6 +78,13 @@ describe("the production bundle's modules", () => {
       ),
     );
     expect(unwanted).toEqual([]);
+  });
+
+  it("hands mqtt-packet, loaded after the entry point's start, the quiet debug factory", async () => {
+    const { modules, debugFactory } = await loadedModules();
+    expect(modules).toContain("node_modules/mqtt-packet/parser.js");
+    // The entry point swapped it in before the broker and the client loaded mqtt-packet.
+    expect(debugFactory).toBe("quietDebug");
   });
 
   it("carries zod and its Fastify type provider in the bundle", async () => {
