@@ -30,7 +30,7 @@ export interface MemoryOptions {
    * some seconds after the allocation rate has dropped (7-12 s after the last action here).
    */
   settledMs?: number;
-  /** Other work to run while the bridge settles (the main bench measures figure 6 meanwhile); the reading waits for it too. */
+  /** Other work to run while the bridge settles (the main bench measures figures 2 and 4 meanwhile); the reading waits for it too. */
   meanwhile?: () => Promise<void>;
 }
 

@@ -14,10 +14,9 @@ import { benchBrokerRoundTrip, startEchoBroker } from "./broker-rtt.js";
 import type { LoopResult } from "./closed-loop.js";
 import { benchDurableActions, type LoadSettings } from "./durable.js";
 import { BENCH_DEVICES, describeHost, readSettings } from "./env.js";
-import { benchDeviceId } from "./fixture.js";
 import { benchStateReads, type HttpReadResult, startBareHttp } from "./http-read.js";
 import { benchOnMosquitto, type MosquittoDurable, type MosquittoEcho } from "./on-mosquitto.js";
-import { benchDiskWrites, benchMemory, type DiskResult } from "./resources.js";
+import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore, type RestoreResult } from "./restore.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
@@ -36,6 +35,13 @@ interface Row {
 const medianRun = (runs: HttpReadResult[]): HttpReadResult =>
   [...runs].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond)[Math.floor(runs.length / 2)] as HttpReadResult;
 
+interface ReadFigures {
+  reads: HttpReadResult;
+  bareReads: HttpReadResult;
+  /** The bare route under node's default flags: what the bridge's flags cost. */
+  bareDefault: HttpReadResult;
+}
+
 const ROUNDS = 3;
 const medianLoop = (runs: LoopResult[]): LoopResult =>
   [...runs].sort((a, b) => a.perSecond - b.perSecond)[Math.floor(runs.length / 2)] as LoopResult;
@@ -43,26 +49,14 @@ const medianLoop = (runs: LoopResult[]): LoopResult =>
 const loopLine = (r: LoopResult) =>
   `${fmt(r.perSecond)}/s, p50 ${fmt(r.latency.p50, 3)} ms, p99 ${fmt(r.latency.p99, 3)} ms (${r.operations} ops)`;
 
-async function withBridge<T>(
-  root: string,
-  name: string,
-  options: Parameters<typeof startBridgeChild>[2],
-  fn: (b: BridgeUnderTest) => Promise<T>,
-): Promise<T> {
-  const bridge = await startBridgeChild(root, name, options);
-  try {
-    return await fn(bridge);
-  } finally {
-    await bridge.child.stop();
-  }
-}
-
 async function main(): Promise<void> {
   const s = readSettings();
   const benchStarted = Date.now();
   const root = await mkdtemp(join(tmpdir(), "wb-bridge-bench-"));
   const load = (clients: number): LoadSettings => ({ clients, warmupMs: s.warmupMs, measureMs: s.measureMs, opTimeoutMs: s.opTimeoutMs });
   const rows: Row[] = [];
+  /** Figure 1's three bridges; the default one serves figures 2 and 4 later. All stopped at the end, whatever failed. */
+  const bridges: BridgeUnderTest[] = [];
   log(`wb-bridge bench: ${describeHost()}`);
   buildBundle("inherit");
   log(`temp dir ${root}; load phases ${s.warmupMs / 1000} s warm-up + ${s.measureMs / 1000} s measured`);
@@ -86,6 +80,13 @@ async function main(): Promise<void> {
       await echo.child.stop();
     }
 
+    // Figure 6 paces one action a second on a bridge of its own, and counts only that
+    // process's writes: it runs beside figure 1, which is about three times as long, and adds
+    // one action a second to a load of thousands.
+    log(`\n[6] disk writes at 1 action/s for ${s.ioSeconds} s, on a bridge of its own beside figure 1 (reported after it)`);
+    const figure6 = benchDiskWrites(root, s.ioSeconds);
+    figure6.catch(() => undefined); // awaited after figure 1; a failure before then must not go unhandled
+
     log(`\n[1,7] durable actions: MQTT /on -> commit (FULL) -> retained value; ${BENCH_DEVICES} devices`);
     log(`  three bridges (default: history on; no history; encrypted + history), ${ROUNDS} alternating rounds, medians`);
     const variants = [
@@ -94,64 +95,86 @@ async function main(): Promise<void> {
       { name: "encrypted", options: { encryptionKey: generateFernetKey() } },
     ];
     const runs = new Map<string, LoopResult[]>();
-    const bridges: BridgeUnderTest[] = [];
-    try {
-      for (const v of variants) bridges.push(await startBridgeChild(root, `variant-${v.name}`, { devices: BENCH_DEVICES, ...v.options }));
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const [i, v] of variants.entries()) {
-          const bridge = bridges[i] as BridgeUnderTest;
-          for (const clients of s.clientCounts) {
-            const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients));
-            runs.set(`${v.name}/${clients}`, [...(runs.get(`${v.name}/${clients}`) ?? []), result]);
-            log(`  round ${round + 1}, ${v.name}, ${clients} clients: ${loopLine(result)}`);
-          }
+    for (const v of variants) bridges.push(await startBridgeChild(root, `variant-${v.name}`, { devices: BENCH_DEVICES, ...v.options }));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, v] of variants.entries()) {
+        const bridge = bridges[i] as BridgeUnderTest;
+        for (const clients of s.clientCounts) {
+          const result = await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(clients));
+          runs.set(`${v.name}/${clients}`, [...(runs.get(`${v.name}/${clients}`) ?? []), result]);
+          log(`  round ${round + 1}, ${v.name}, ${clients} clients: ${loopLine(result)}`);
         }
       }
-    } finally {
-      for (const b of bridges) await b.child.stop();
     }
+    // The default bridge stays up, warm, for figures 2 and 4.
+    for (const b of bridges.slice(1)) await b.child.stop();
+    const disk = await figure6;
+    log(`\n[6] (continued) ${disk.bytesWritten} bytes for ${disk.actions} actions = ${fmt(disk.bytesPerAction)} bytes/action`);
+    log(`  WAL ${disk.walBytesStart} -> ${disk.walBytesEnd} bytes; database ${disk.dbBytesEnd} bytes`);
     const medians = (name: string) => new Map(s.clientCounts.map((c) => [c, medianLoop(runs.get(`${name}/${c}`) ?? [])]));
     const durable = medians("default");
     const noHistory = medians("no-history");
     const encrypted = medians("encrypted");
 
-    log(`\n[2,4] one client (sequential latency), then HTTP reads, on a fresh default bridge`);
-    const bareIds = Array.from({ length: BENCH_DEVICES }, (_, i) => benchDeviceId(i));
-    const readRuns = await withBridge(root, "default", { devices: BENCH_DEVICES }, async (bridge) => {
+    /**
+     * Figures 2 and 4 on figure 1's default bridge, warm from its rounds: a bridge that has
+     * been up a while, as in a house, rather than one whose JIT is still compiling (a fresh
+     * one, given figure 1's warm-up of 0.8 s at one client, was still optimizing functions
+     * through the measured window).
+     */
+    const sequentialAndReads = async (bridge: BridgeUnderTest): Promise<ReadFigures> => {
+      log(`\n[2,4] one client (sequential latency), then HTTP reads, on figure 1's default bridge`);
       durable.set(1, await benchDurableActions(bridge.mqttUrl, bridge.deviceIds, load(1)));
       log(`  1 client: ${loopLine(durable.get(1) as LoopResult)}`);
       // Bridge and baseline alternate, three rounds each, and the medians are compared:
       // one short run of a fresh process varies by ±20% on a small machine.
       log(`  GET /devices/:id/state, autocannon, ${s.httpConnections} connections, 3 alternating rounds of ${s.httpSeconds} s`);
+      const settings = { connections: s.httpConnections, seconds: s.httpSeconds };
+      const bridgeRuns: HttpReadResult[] = [];
+      const bareRuns: HttpReadResult[] = [];
       const bare = await startBareHttp(BENCH_DEVICES, BUNDLE_NODE_ARGS);
       try {
-        const bridgeRuns: HttpReadResult[] = [];
-        const bareRuns: HttpReadResult[] = [];
-        const settings = { connections: s.httpConnections, seconds: s.httpSeconds };
         for (let round = 0; round < 3; round++) {
           bridgeRuns.push(await benchStateReads(bridge.httpUrl, bridge.deviceIds, settings));
           bareRuns.push(await benchStateReads(bare.url, bridge.deviceIds, settings));
         }
-        return { bridge: medianRun(bridgeRuns), bare: medianRun(bareRuns), all: { bridgeRuns, bareRuns } };
       } finally {
         await bare.child.stop();
+        await bridge.child.stop();
       }
+      const reads = medianRun(bridgeRuns);
+      const bareReads = medianRun(bareRuns);
+      const perRound = (runs: HttpReadResult[]) => runs.map((r) => fmt(r.requestsPerSecond, 0)).join(", ");
+      log(
+        `    bridge: median ${fmt(reads.requestsPerSecond)} req/s (${perRound(bridgeRuns)}), p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`,
+      );
+      // The baseline runs under the same node flags as the bridge, so the ratio is the
+      // bridge's own cost; the default-flags figure shows what the flags cost.
+      log(`    bare Fastify route from a Map, same node flags: median ${fmt(bareReads.requestsPerSecond)} req/s (${perRound(bareRuns)})`);
+      const bareDefault = await startBareHttp(BENCH_DEVICES).then((bare) =>
+        benchStateReads(bare.url, bridge.deviceIds, settings).finally(() => bare.child.stop()),
+      );
+      log(`    bare Fastify route from a Map, node defaults: ${fmt(bareDefault.requestsPerSecond)} req/s`);
+      return { reads, bareReads, bareDefault };
+    };
+
+    log(`\n[5] memory: ${s.memoryDevices} devices, ${s.memoryActions} durable actions (64 clients)`);
+    // Figures 2 and 4 run while figure 5's bridge sits idle after its load (a process of its
+    // own, so neither disturbs the other's reading): the wait for its idle reading costs no time.
+    const figures24: { reads?: ReadFigures } = {};
+    const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64, {
+      settledMs: s.memorySettleMs,
+      meanwhile: async () => {
+        log("  load done; the bridge sits idle while figures 2 and 4 run");
+        figures24.reads = await sequentialAndReads(bridges[0] as BridgeUnderTest);
+      },
     });
-    const reads = readRuns.bridge;
-    const bareReads = readRuns.bare;
-    const perRound = (runs: HttpReadResult[]) => runs.map((r) => fmt(r.requestsPerSecond, 0)).join(", ");
+    const readFigures = figures24.reads;
+    if (!readFigures || memory.rssSettledMb === undefined) throw new Error("figures 2 and 4 or figure 5's idle reading did not run");
+    const { reads, bareReads, bareDefault } = readFigures;
     log(
-      `    bridge: median ${fmt(reads.requestsPerSecond)} req/s (${perRound(readRuns.all.bridgeRuns)}), p50 ${reads.p50Ms} ms, p99 ${reads.p99Ms} ms, non-2xx ${reads.non2xx}, errors ${reads.errors}`,
+      `\n[5] (continued) RSS after start ${fmt(memory.rssAfterStartMb)} MB; under load at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s); idle ${fmt((memory.settledAfterMs ?? Number.NaN) / 1000, 1)} s after the last action ${fmt(memory.rssSettledMb)} MB`,
     );
-    // The baseline runs under the same node flags as the bridge, so the ratio is the
-    // bridge's own cost; the default-flags figure shows what the flags cost.
-    log(
-      `    bare Fastify route from a Map, same node flags: median ${fmt(bareReads.requestsPerSecond)} req/s (${perRound(readRuns.all.bareRuns)})`,
-    );
-    const bareDefault = await startBareHttp(BENCH_DEVICES).then((bare) =>
-      benchStateReads(bare.url, bareIds, { connections: s.httpConnections, seconds: s.httpSeconds }).finally(() => bare.child.stop()),
-    );
-    log(`    bare Fastify route from a Map, node defaults: ${fmt(bareDefault.requestsPerSecond)} req/s`);
 
     log(`\n[8-10] against a private mosquitto (set_tcp_nodelay true, max_queued_messages 0), ${BENCH_DEVICES} devices`);
     // Figure 3 runs while figure 10's bridge sits idle (it is in this process; the bridge is
@@ -186,27 +209,6 @@ async function main(): Promise<void> {
     }
     log(
       `  RSS idle ${fmt(onMosquitto.rssIdleMb)} MB ${s.rssIdleSettleMs / 1000} s after ready, ${fmt(onMosquitto.rssSteadyMb)} MB ${s.rssIdleSteadyMs / 1000} s after ready`,
-    );
-
-    log(`\n[5] memory: ${s.memoryDevices} devices, ${s.memoryActions} durable actions (64 clients)`);
-    // Figure 6 runs while figure 5's bridge sits idle after its load (a process of its own,
-    // so neither disturbs the other's reading), and costs the bench no time for the wait.
-    const figure6: { disk?: DiskResult } = {};
-    const memory = await benchMemory(root, s.memoryDevices, s.memoryActions, 64, {
-      settledMs: s.memorySettleMs,
-      meanwhile: async () => {
-        log("  load done; the bridge sits idle while figure 6 runs");
-        log(`\n[6] disk writes at 1 action/s for ${s.ioSeconds} s (/proc/<pid>/io write_bytes of the bridge)`);
-        const disk = await benchDiskWrites(root, s.ioSeconds);
-        log(`  ${disk.bytesWritten} bytes for ${disk.actions} actions = ${fmt(disk.bytesPerAction)} bytes/action`);
-        log(`  WAL ${disk.walBytesStart} -> ${disk.walBytesEnd} bytes; database ${disk.dbBytesEnd} bytes`);
-        figure6.disk = disk;
-      },
-    });
-    const disk = figure6.disk;
-    if (!disk || memory.rssSettledMb === undefined) throw new Error("figure 6 or figure 5's idle reading did not run");
-    log(
-      `\n[5] (continued) RSS after start ${fmt(memory.rssAfterStartMb)} MB; under load at ${memory.actions / 2} ${fmt(memory.rssAt50kMb)} MB, at ${memory.actions} ${fmt(memory.rssAt100kMb)} MB (${fmt(memory.seconds)} s); idle ${fmt((memory.settledAfterMs ?? Number.NaN) / 1000, 1)} s after the last action ${fmt(memory.rssSettledMb)} MB`,
     );
 
     // The table: each figure beside its same-run baseline.
@@ -396,6 +398,7 @@ async function main(): Promise<void> {
     log(`\nbench took ${fmt(summary.elapsed_s)} s`);
     log(`${JSON.stringify(summary)}`);
   } finally {
+    for (const b of bridges) await b.child.stop();
     await rm(root, { recursive: true, force: true });
   }
 }
