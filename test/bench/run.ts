@@ -18,6 +18,7 @@ import { benchStateReads, type HttpReadResult, startBareHttp } from "./http-read
 import { benchOnMosquitto, type MosquittoDurable, type MosquittoEcho } from "./on-mosquitto.js";
 import { benchDiskWrites, benchMemory } from "./resources.js";
 import { benchRestore, type RestoreResult } from "./restore.js";
+import { benchRetention, type RetentionRun } from "./retention.js";
 import { fmt, round } from "./stats.js";
 import { benchStoreWrites } from "./store-writes.js";
 
@@ -179,7 +180,7 @@ async function main(): Promise<void> {
     log(`\n[8-10] against a private mosquitto (set_tcp_nodelay true, max_queued_messages 0), ${BENCH_DEVICES} devices`);
     // Figure 3 runs while figure 10's bridge sits idle (it is in this process; the bridge is
     // in its own), so the wait for the idle reading costs the bench little time.
-    const figure3: { restore?: RestoreResult } = {};
+    const figure3: { restore?: RestoreResult; retention?: RetentionRun[] } = {};
     const onMosquitto = await benchOnMosquitto(
       root,
       (clients) => load(clients),
@@ -192,11 +193,19 @@ async function main(): Promise<void> {
         log(
           `  store.list("device:"): ${fmt(restore.listMs)} ms for ${restore.listedEntries} entries; not restored: ${restore.notRestored}`,
         );
+        // Not one of the issue's figures: how long maintenance holds the writer an action needs.
+        log("\n[retention] history pruned to 200 per key while one writer commits (in-process), figure 10's bridge still idle");
+        const retentionLine = (label: string, r: RetentionRun) =>
+          `  ${label}: ${r.historyRows} rows, ${r.removed} removed in ${fmt(r.pruneMs)} ms; ${r.writeLatency.count} writes meanwhile, p50 ${fmt(r.writeLatency.p50, 3)} ms, max ${fmt(r.writeLatency.max, 1)} ms`;
+        figure3.retention = [await benchRetention(root, "steady", 1000, 200), await benchRetention(root, "backlog", 100, 400)];
+        log(retentionLine("1000 keys at their limit (nothing to remove)", figure3.retention[0] as RetentionRun));
+        log(retentionLine("100 keys at twice their limit", figure3.retention[1] as RetentionRun));
         log(`\n[8-10] (continued)`);
       },
     );
     const restore = figure3.restore;
-    if (!restore) throw new Error("figure 3 did not run");
+    const retention = figure3.retention;
+    if (!restore || !retention) throw new Error("figure 3 or the retention runs did not run");
     for (const [clients, r] of onMosquitto.echo) {
       log(
         `  echo client, ${clients} client(s): ${loopLine(r.loop)}; CPU/round trip echo client ${fmt(r.clientCpuUs, 1)} µs, mosquitto ${fmt(r.brokerCpuUs, 1)} µs`,
@@ -355,6 +364,13 @@ async function main(): Promise<void> {
         bare: round(bareReads.requestsPerSecond, 1),
         bare_default_flags: round(bareDefault.requestsPerSecond, 1),
       },
+      retention: retention.map((r) => ({
+        history_rows: r.historyRows,
+        removed: r.removed,
+        prune_ms: round(r.pruneMs, 1),
+        write_p50_ms: round(r.writeLatency.p50),
+        write_max_ms: round(r.writeLatency.max, 1),
+      })),
       restore: {
         restore_ms: round(restore.restoreMs, 1),
         ready_ms: round(restore.readyMs, 1),

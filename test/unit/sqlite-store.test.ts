@@ -218,4 +218,68 @@ describe("SQLiteStateStore", () => {
     ]);
     await store.close();
   });
+
+  /** `count` history rows of `key` straight into the file (the store closed), `at` as given. */
+  async function seedHistory(rows: Array<{ key: string; count: number; at: number }>): Promise<void> {
+    const setup = new SQLiteStateStore({ path });
+    await setup.initialize();
+    await setup.close();
+    const raw = await openRaw(path);
+    for (const { key, count, at } of rows) {
+      await query(
+        raw,
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO state_history (key, old, new, transition, source, actor, at)
+         SELECT ?, NULL, json_object('i', i), 'update', 'internal', NULL, ? FROM n`,
+        [count, key, at],
+      );
+    }
+    await closeRaw(raw);
+  }
+  const idsOf = async (raw: sqlite3.Database, key: string) =>
+    (await query<{ id: number }>(raw, "SELECT id FROM state_history WHERE key = ? ORDER BY id", [key])).map((r) => r.id);
+
+  it("prunes backlogs larger than one delete, by age and per key, keeping each key's newest rows", async () => {
+    const now = 10_000_000;
+    // Old rows first (ids 1-1200), then 1300 recent rows of a and 50 of b.
+    await seedHistory([
+      { key: "old:c", count: 1200, at: now - 60_000 },
+      { key: "dev:a", count: 1300, at: now },
+      { key: "dev:b", count: 50, at: now },
+    ]);
+    const raw = await openRaw(path);
+    const before = await idsOf(raw, "dev:a");
+    const store = new SQLiteStateStore({ path, now: () => now });
+    await store.initialize();
+    const removed = await store.pruneHistory({ maxPerKey: 100, maxAgeMs: 30_000 }, now);
+    await store.close();
+    expect(removed).toBe(1200 + 1200);
+    expect(await idsOf(raw, "old:c")).toEqual([]);
+    expect(await idsOf(raw, "dev:a")).toEqual(before.slice(-100));
+    expect(await idsOf(raw, "dev:b")).toHaveLength(50);
+    await closeRaw(raw);
+  });
+
+  it("commits a write that arrives during pruning before the deletes, never behind one long statement", async () => {
+    await seedHistory([{ key: "device:a", count: 3000, at: 1 }]);
+    const raw = await openRaw(path);
+    const store = new SQLiteStateStore({ path });
+    await store.initialize();
+    const pruning = store.pruneHistory({ maxPerKey: 10, maxAgeMs: 0 }, Date.now());
+    await store.set("device:a", { i: "during" });
+    // The rows still there when the write committed: the deletes come in slots of their own.
+    const leftAtCommit = (await idsOf(raw, "device:a")).length;
+    const first = await pruning;
+    // The write's row is kept either way; whether the reader's scan saw it decides if the
+    // key is at 10 rows now or after the next run.
+    const second = await store.pruneHistory({ maxPerKey: 10, maxAgeMs: 0 }, Date.now());
+    const kept = await query<{ new: string }>(raw, "SELECT new FROM state_history WHERE key = 'device:a' ORDER BY id");
+    await store.close();
+    await closeRaw(raw);
+    expect(leftAtCommit).toBeGreaterThanOrEqual(3001 - 500);
+    expect(first + second).toBe(3001 - 10);
+    expect(first).toBeGreaterThanOrEqual(3001 - 11);
+    expect(kept).toHaveLength(10);
+    expect(JSON.parse(kept.at(-1)?.new ?? "null")).toEqual({ i: "during" });
+  });
 });
