@@ -326,7 +326,7 @@ export class SQLiteStateStore implements StateStore {
   /**
    * Retention that never holds the writer for long. What to remove is worked out on the
    * reader connection, a WAL snapshot, so commits go on meanwhile: the single statement
-   * this replaced ranked every row of the table on the writer, about 220 ms per run at
+   * this replaced ranked every row of the table on the writer, 190-225 ms per run at
    * 1000 keys of 200 rows with nothing to remove, every maintenance interval, and each
    * action arriving then waited behind it. The writer then deletes by id, or below one
    * key's threshold id through the (key, id) index, PRUNE_CHUNK rows per slot between
