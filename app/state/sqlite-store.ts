@@ -68,8 +68,12 @@ type PendingWrite = Extract<Pending, { kind: "write" }>;
 /** Page size of databases this store creates (see initialize). */
 const PAGE_SIZE = 512;
 const CORRUPTION_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
-/** History rows one retention delete removes: a few milliseconds of the writer between group commits. */
-const PRUNE_CHUNK = 500;
+/**
+ * History rows one retention delete removes. A device's row (old and new value) fills most
+ * of a 512-byte page, so a delete rewrites about that many pages: 100 keeps a slot to a few
+ * milliseconds (500 let a third as many writes through while a backlog was pruned).
+ */
+const PRUNE_CHUNK = 100;
 
 /**
  * SQLite-backed StateStore. One writer connection applies writes with group commit:

@@ -276,7 +276,7 @@ describe("SQLiteStateStore", () => {
     const kept = await query<{ new: string }>(raw, "SELECT new FROM state_history WHERE key = 'device:a' ORDER BY id");
     await store.close();
     await closeRaw(raw);
-    expect(leftAtCommit).toBeGreaterThanOrEqual(3001 - 500);
+    expect(leftAtCommit).toBeGreaterThanOrEqual(3001 - 100);
     expect(first + second).toBe(3001 - 10);
     expect(first).toBeGreaterThanOrEqual(3001 - 11);
     expect(kept).toHaveLength(10);
