@@ -151,6 +151,7 @@ export class StateService {
   private readonly listeners = new Map<string, Set<StateListener>>();
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
+  private maintaining = false;
   private stopWatching: (() => void) | null = null;
   private readonly gapListeners = new Set<() => void>();
 
@@ -172,7 +173,15 @@ export class StateService {
     this.watchOthers();
     const interval = this.options.maintenanceIntervalMs ?? 60_000;
     if (this.timer || interval <= 0) return;
-    this.timer = setInterval(() => void this.maintain(), interval);
+    this.timer = setInterval(() => {
+      // A round that outlasts the interval (retention working through a large backlog)
+      // is not joined by a second one doing the same scans and deletes beside it.
+      if (this.maintaining) return;
+      this.maintaining = true;
+      void this.maintain().finally(() => {
+        this.maintaining = false;
+      });
+    }, interval);
     this.timer.unref();
   }
 

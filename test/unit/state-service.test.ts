@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
 import { ConflictError, PayloadTooLargeError, PreconditionFailedError } from "../../app/shared/errors.js";
 import type { JsonObject } from "../../app/shared/json.js";
@@ -273,6 +273,45 @@ describe("StateService over a real SQLite store", () => {
       expect(keys("user")).toEqual([]);
       expect(keys("user:ann")).toEqual([]);
       expect(keys("users:")).toEqual(["users:x"]);
+    });
+  });
+
+  describe("maintenance timer", () => {
+    it("runs one round at a time: a round that outlasts the interval is not joined by a second", async () => {
+      vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+      const timed = new StateService(store, captureLogger("debug").log, {
+        now,
+        history: { maxPerKey: 10, maxAgeMs: 0 },
+        maintenanceIntervalMs: 1000,
+      });
+      try {
+        // Retention held open, as a long backlog would hold it.
+        let release = () => {};
+        const held = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        let entered = () => {};
+        const first = new Promise<void>((resolve) => {
+          entered = resolve;
+        });
+        let rounds = 0;
+        store.pruneHistory = async () => {
+          rounds += 1;
+          entered();
+          await held;
+          return 0;
+        };
+        timed.start();
+        await vi.advanceTimersByTimeAsync(1000);
+        await first;
+        await vi.advanceTimersByTimeAsync(5000);
+        expect(rounds).toBe(1);
+        release();
+        await vi.waitFor(() => expect(rounds).toBe(2), { interval: 1000, timeout: 20_000 });
+      } finally {
+        timed.stop();
+        vi.useRealTimers();
+      }
     });
   });
 
