@@ -126,9 +126,10 @@ export class MemoryStateStore implements StateStore {
     const newest = this.log.at(-1);
     // The newest entry stays, as in SQLite, where its id would otherwise be reused.
     const keep = [...this.log].reverse().filter((h) => {
-      if (h === newest) return true;
+      // Counted toward its key's limit like any other, as in SQLite.
       const n = (perKey.get(h.key) ?? 0) + 1;
       perKey.set(h.key, n);
+      if (h === newest) return true;
       const tooMany = retention.maxPerKey > 0 && n > retention.maxPerKey;
       const tooOld = retention.maxAgeMs > 0 && h.at < now - retention.maxAgeMs;
       return !tooMany && !tooOld;

@@ -320,6 +320,12 @@ export function describeStoreContract(name: string, make: (dir: string, now: () 
         expect(await store.pruneHistory({ maxPerKey: 0, maxAgeMs: 0 }, clock.now())).toBe(0);
       });
 
+      it("counts the newest entry toward its key's limit", async () => {
+        for (let i = 0; i < 4; i++) await store.set("cap:a", { i });
+        expect(await store.pruneHistory({ maxPerKey: 2, maxAgeMs: 0 }, clock.now())).toBe(2);
+        expect((await historyOf(store, "cap:a")).map((h) => h.new)).toEqual([{ i: 2 }, { i: 3 }]);
+      });
+
       it("keeps the newest entry when everything is too old, so an id is never handed out twice", async () => {
         await store.set("old:a", { i: 0 });
         await store.set("old:b", { i: 0 });
