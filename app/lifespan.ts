@@ -370,7 +370,9 @@ export class Bridge {
     const embedded = this.config.system.mqtt.embedded;
     if (embedded.enabled) {
       this.broker = await startEmbeddedBroker({ host: embedded.host, port: embedded.port, log: this.log });
-      this.mqtt.setUrl(this.broker.url);
+      const broker = this.broker;
+      // The bridge's own client reaches its embedded broker in-process, not over loopback.
+      this.mqtt.setUrl(broker.url, () => broker.connectInProcess());
     }
     this.log.info({ url: redactUrl(this.mqtt.url) }, "connecting to MQTT broker");
     await this.mqtt.start(this.overrides.mqttConnectWaitMs);

@@ -1,4 +1,4 @@
-import type { Socket } from "node:net";
+import type { Writable } from "node:stream";
 
 /**
  * Holds everything written to `socket` in one event-loop turn and sends it as one
@@ -7,19 +7,19 @@ import type { Socket } from "node:net";
  * or more syscalls (each value publish, each PUBACK), the bridge's largest single CPU
  * cost under load. The added delay is the rest of the current turn, a few microseconds.
  */
-export function coalesceWrites(socket: Socket): void {
+export function coalesceWrites(socket: Writable): void {
   let held = false;
   const release = () => {
     held = false;
     socket.uncork();
   };
   const write = socket.write;
-  socket.write = function (this: Socket, ...args: Parameters<Socket["write"]>): boolean {
+  socket.write = function (this: Writable, ...args: Parameters<Writable["write"]>): boolean {
     if (!held) {
       held = true;
       socket.cork();
       setImmediate(release);
     }
     return write.apply(this, args);
-  } as Socket["write"];
+  } as Writable["write"];
 }

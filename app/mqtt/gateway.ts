@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import { connect as netConnect } from "node:net";
+import type { Duplex } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 import type { IClientOptions, MqttClient, UniqueMessageIdProvider } from "mqtt";
 import type { Logger } from "pino";
@@ -97,6 +98,7 @@ export class MqttGateway {
   private connections = 0;
   private readonly log: Logger;
   private brokerUrl: string;
+  private connectInProcess: (() => Duplex) | null = null;
 
   constructor(private readonly options: MqttGatewayOptions) {
     this.log = options.log;
@@ -108,10 +110,15 @@ export class MqttGateway {
     return this.brokerUrl;
   }
 
-  /** Only before start(): the embedded broker's address is known once it listens. */
-  setUrl(url: string): void {
+  /**
+   * Only before start(): the embedded broker's address is known once it listens. With
+   * `connectInProcess` (the embedded broker's) the client connects through it instead of
+   * TCP; `url` still names the broker in logs and `/system/info`.
+   */
+  setUrl(url: string, connectInProcess?: () => Duplex): void {
     if (this.client) throw new Error("cannot change the broker URL of a started MQTT gateway");
     this.brokerUrl = url;
+    this.connectInProcess = connectInProcess ?? null;
   }
 
   get connected(): boolean {
@@ -158,7 +165,13 @@ export class MqttGateway {
       // about 1% of the bridge's CPU under load; its errors still reach us as events.
       log: () => {},
     };
-    const streamBuilder = () => {
+    const inProcess = this.connectInProcess;
+    const streamBuilder = (): Duplex => {
+      if (inProcess) {
+        const stream = inProcess();
+        coalesceWrites(stream);
+        return stream;
+      }
       const socket = secure ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
       socket.setNoDelay(true);
       coalesceWrites(socket);

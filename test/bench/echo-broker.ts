@@ -1,7 +1,8 @@
 /**
  * Baseline process for the broker round trip: the embedded aedes broker and an echo
- * client in one process, as the bridge has them, but with no state, no SQLite and no
- * devices. Prints "ready <port>" once the echo client is subscribed.
+ * client in one process, connected in-process as the bridge's own client is, but with
+ * no state, no SQLite and no devices. Prints "ready <port>" once the echo client is
+ * subscribed.
  */
 import { startEmbeddedBroker } from "../../app/mqtt/broker.js";
 import { SUBSCRIPTION_QOS } from "../../app/mqtt/gateway.js";
@@ -12,7 +13,10 @@ const port = Number(process.env.ECHO_BROKER_PORT ?? 0);
 // With ECHO_BROKER_URL only the echo client runs here, against that broker (mosquitto).
 const external = process.env.ECHO_BROKER_URL;
 const broker = external ? null : await startEmbeddedBroker({ host: "127.0.0.1", port, log: createLogger("silent") });
-const echo = await BenchPeer.connect(external ?? (broker as NonNullable<typeof broker>).url, "bench-echo");
+// Connected as the bridge connects: in-process to its embedded broker, over TCP to any other.
+const echo = broker
+  ? await BenchPeer.over(() => broker.connectInProcess(), "bench-echo", "the embedded broker")
+  : await BenchPeer.connect(external as string, "bench-echo");
 echo.client.on("message", (topic, payload) => {
   echo.client.publish(`bench/resp/${topic.slice("bench/req/".length)}`, payload, { qos: 1, retain: false });
 });

@@ -1,4 +1,5 @@
 import { connect as netConnect } from "node:net";
+import type { Duplex } from "node:stream";
 import { MqttClient } from "mqtt";
 
 interface Waiter {
@@ -33,21 +34,27 @@ export class BenchPeer {
   static connect(url: string, clientId: string): Promise<BenchPeer> {
     const u = new URL(url);
     if (u.hostname !== "127.0.0.1") throw new Error(`bench peers only connect to 127.0.0.1, not ${u.hostname}`);
-    const client = new MqttClient(
+    return BenchPeer.over(
       () => {
         const socket = netConnect({ host: u.hostname, port: Number(u.port) });
         socket.setNoDelay(true);
         return socket;
       },
-      { clientId, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 5000 },
+      clientId,
+      url,
     );
+  }
+
+  /** A peer on the stream `connect` opens (an embedded broker's in-process connection, say); `label` names it in errors. */
+  static over(connect: () => Duplex, clientId: string, label: string): Promise<BenchPeer> {
+    const client = new MqttClient(connect, { clientId, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 5000 });
     return new Promise((resolve, reject) => {
       client.once("connect", () => {
         client.off("error", reject);
         resolve(new BenchPeer(client));
       });
       client.once("error", reject);
-      client.once("close", () => reject(new Error(`MQTT connection to ${url} closed before CONNACK`)));
+      client.once("close", () => reject(new Error(`MQTT connection to ${label} closed before CONNACK`)));
     });
   }
 

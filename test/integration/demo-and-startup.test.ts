@@ -42,6 +42,8 @@ describe("the demo configuration and start-up conditions", () => {
     cleanup.push(() => app.close());
     const broker = app.bridge.embeddedBroker;
     expect(broker).not.toBeNull();
+    // The bridge's own client is connected to it in-process, not over loopback TCP.
+    expect(broker?.inProcessConnections).toBe(1);
 
     const observer = await TestMqttClient.connect(broker!.url);
     cleanup.push(() => observer.close());
