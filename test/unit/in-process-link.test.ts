@@ -129,19 +129,8 @@ describe("the embedded broker's in-process connections", () => {
     expect(b.connectInProcess().destroyed).toBe(true);
     inside.end(true);
   });
-});
 
-describe("MqttGateway on the embedded broker's in-process connection", () => {
-  let broker: EmbeddedBroker | null = null;
-  const cleanup: Array<() => Promise<void>> = [];
-
-  afterEach(async () => {
-    for (const f of cleanup.splice(0).reverse()) await f();
-    await broker?.close();
-    broker = null;
-  });
-
-  it("receives commands through it, and connects again, resubscribed, when it drops", async () => {
+  it("carry the bridge's gateway, which connects again, resubscribed, when one drops", async () => {
     broker = await startEmbeddedBroker({ host: "127.0.0.1", port: 0, log: createLogger("silent") });
     const b = broker;
     const opened: Duplex[] = [];
