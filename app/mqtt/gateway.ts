@@ -113,7 +113,7 @@ export class MqttGateway {
   /**
    * Only before start(): the embedded broker's address is known once it listens. With
    * `connectInProcess` (the embedded broker's) the client connects through it instead of
-   * TCP; `url` still names the broker in logs and `/system/info`.
+   * TCP; `url` still names the broker in logs and `GET /health`.
    */
   setUrl(url: string, connectInProcess?: () => Duplex): void {
     if (this.client) throw new Error("cannot change the broker URL of a started MQTT gateway");
