@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import sqlite3 from "sqlite3";
+import { SqliteConnection } from "../../app/state/sqlite-connection.js";
 import { SQLiteStateStore } from "../../app/state/sqlite-store.js";
 import { type LatencySummary, summarize } from "./stats.js";
 
@@ -20,10 +20,6 @@ const VALUE = JSON.stringify({
   updated_at: "2026-12-07T12:00:00.000Z",
 });
 
-function exec(db: sqlite3.Database, sql: string): Promise<void> {
-  return new Promise((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
-}
-
 /**
  * History retention on a full table: `keys` keys with `perKey` rows each, pruned to the
  * default 200 per key, while one writer keeps committing (`synchronous=FULL`). The run
@@ -35,14 +31,13 @@ export async function benchRetention(root: string, name: string, keys: number, p
   const setup = new SQLiteStateStore({ path });
   await setup.initialize();
   await setup.close();
-  const raw = new sqlite3.Database(path);
-  await exec(
-    raw,
+  const raw = await SqliteConnection.open(path, "readwrite");
+  await raw.exec(
     `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ${keys * perKey - 1})
      INSERT INTO state_history (key, old, new, transition, source, actor, at)
      SELECT 'device:bench_' || (i % ${keys}), '${VALUE}', '${VALUE}', 'update', 'mqtt', NULL, ${Date.now()} FROM n`,
   );
-  await new Promise<void>((resolve, reject) => raw.close((err) => (err ? reject(err) : resolve())));
+  await raw.close();
 
   const store = new SQLiteStateStore({ path });
   await store.initialize();
